@@ -1,0 +1,391 @@
+"""PyTorch VLMixer: a single-stream BERT encoder over interleaved word tokens and visual tokens.
+
+A visual token is one image region (a patch pasted into a sentence by cross-modal CutMix, or a region of a whole
+image appended after the text). In `input_ids` it is the placeholder `config.image_token_id`; its embedding is the
+projected region feature plus its box geometry and a modality embedding, scattered into the placeholder's row.
+
+The transformer layers are BERT's own (`transformers.models.bert`), so a VLMixer initialised from a BERT checkpoint
+computes exactly what that BERT computes on text without visual tokens.
+"""
+
+import torch
+from torch import nn
+from torch.nn import CrossEntropyLoss
+
+from transformers import AutoConfig, AutoModel, BertModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput
+from transformers.models.bert.modeling_bert import (
+    BertEmbeddings,
+    BertEncoder,
+    BertLayer,
+    BertLMPredictionHead,
+    BertPooler,
+    BertSelfAttention,
+)
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_vlmixer import VLMixerConfig
+from .efficientnet_lite import EfficientNetLite0, load_imagenet_state_dict
+
+
+logger = logging.get_logger(__name__)
+
+# Every Auto class a saved folder answers to; `save_pretrained` writes them all into `config.auto_map` so that
+# people who never installed this package can load any head with `trust_remote_code=True`.
+AUTO_MAP = {
+    "AutoConfig": "configuration_vlmixer.VLMixerConfig",
+    "AutoModel": "modeling_vlmixer.VLMixerModel",
+    "AutoModelForMaskedLM": "modeling_vlmixer.VLMixerForMaskedLM",
+}
+
+
+def box_geometry(boxes: torch.Tensor, box_dim: int) -> torch.Tensor:
+    """(N, 4) normalised x1, y1, x2, y2 -> (N, box_dim): the corners, then width and height when box_dim is 6."""
+    if box_dim == 4:
+        return boxes
+    return torch.cat([boxes, boxes[:, 2:3] - boxes[:, 0:1], boxes[:, 3:4] - boxes[:, 1:2]], dim=-1)
+
+
+class VLMixerVisualEmbeddings(nn.Module):
+    """Projects region features (N, visual_feature_dim) and boxes (N, 4) to visual token embeddings (N, hidden)."""
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__()
+        self.box_dim = config.visual_box_dim
+        self.feature_projection = nn.Linear(config.visual_feature_dim, config.hidden_size)
+        self.feature_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.box_projection = nn.Linear(config.visual_box_dim, config.hidden_size)
+        self.box_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # Added to visual tokens only, so that text-only inputs stay exactly what the BERT initialisation computes.
+        self.modality_embedding = nn.Parameter(torch.zeros(config.hidden_size))
+
+    def forward(self, visual_features: torch.Tensor, visual_boxes: torch.Tensor) -> torch.Tensor:
+        features = self.feature_layer_norm(self.feature_projection(visual_features))
+        boxes = self.box_layer_norm(self.box_projection(box_geometry(visual_boxes, self.box_dim)))
+        return features + boxes + self.modality_embedding
+
+
+class VLMixerEmbeddings(BertEmbeddings):
+    """BERT's word + position + token-type embeddings, with visual token embeddings in the placeholder rows."""
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__(config)
+        self.image_token_id = config.image_token_id
+        self.visual = VLMixerVisualEmbeddings(config)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, L) with placeholders; visual_features (N, D) and visual_boxes (N, 4) in placeholder order."""
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        if visual_features is not None:
+            visual_embeds = self.visual(visual_features.to(inputs_embeds.dtype), visual_boxes.to(inputs_embeds.dtype))
+            placeholders = (input_ids == self.image_token_id).unsqueeze(-1)
+            inputs_embeds = inputs_embeds.masked_scatter(placeholders, visual_embeds)
+        return super().forward(token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds)
+
+
+def build_vision_backbone(config: VLMixerConfig) -> nn.Module | None:
+    """The frozen module that turns region crops into features, or None when the model reads precomputed features."""
+    if config.vision_backbone == "precomputed":
+        return None
+    if config.vision_backbone == "efficientnet-lite0":
+        backbone = EfficientNetLite0()
+    else:
+        vision_config = dict(config.vision_config)
+        backbone = AutoModel.from_config(AutoConfig.for_model(vision_config.pop("model_type"), **vision_config))
+    backbone.requires_grad_(False)
+    return backbone.eval()
+
+
+def pooled_backbone_features(backbone: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) crops -> (N, D) one feature per crop."""
+    if isinstance(backbone, EfficientNetLite0):
+        return backbone.pooled_features(pixel_values)
+    outputs = backbone(pixel_values=pixel_values)
+    pooled = getattr(outputs, "pooler_output", None)
+    if pooled is None:
+        pooled = outputs.last_hidden_state.mean(dim=1)
+    return pooled.flatten(1)
+
+
+class VLMixerPreTrainedModel(PreTrainedModel):
+    config_class = VLMixerConfig
+    config: VLMixerConfig
+    base_model_prefix = "vlmixer"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["VLMixerEmbeddings", "BertLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": BertLayer, "attentions": BertSelfAttention}
+    # Trainer must keep dividing the loss by the accumulation steps: our losses are means over their own items.
+    accepts_loss_kwargs = False
+    _auto_class = "AutoModel"
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, BertLMPredictionHead):
+            init.zeros_(module.bias)
+        elif isinstance(module, VLMixerVisualEmbeddings):
+            init.zeros_(module.modality_embedding)
+        elif isinstance(module, BertEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            init.zeros_(module.token_type_ids)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves as `PreTrainedModel` does, with every Auto class in `auto_map` so the folder loads as remote code."""
+        self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        # Loading replaces the backbone's parameters with fresh, trainable ones; it is frozen by design.
+        backbone = getattr(model.base_model, "vision_backbone", None)
+        if backbone is not None:
+            backbone.requires_grad_(False)
+        return model
+
+    @classmethod
+    def from_bert_pretrained(cls, pretrained_model_name_or_path: str, load_backbone: bool = True, **config_overrides):
+        """
+        Builds this model from a `BertModel` checkpoint (a local folder or a Hub name): the encoder, embeddings and
+        pooler come from BERT, the visual embeddings start fresh, and the built-in EfficientNet-Lite0 backbone gets its
+        ImageNet weights when `load_backbone` is set. `config_overrides` go to [`VLMixerConfig`].
+        """
+        bert = BertModel.from_pretrained(pretrained_model_name_or_path, dtype=torch.float32)
+        bert_text_settings = {
+            name: getattr(bert.config, name)
+            for name in (
+                "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id",
+            )
+        }  # fmt: skip
+        config = cls.config_class(**{**bert_text_settings, **config_overrides})
+        model = cls(config)
+        bert_weights = bert.state_dict()
+        if model.base_model.pooler is None:  # heads that read every position have no use for BERT's pooler
+            bert_weights = {key: value for key, value in bert_weights.items() if not key.startswith("pooler.")}
+        missing, unexpected = model.base_model.load_state_dict(bert_weights, strict=False)
+        not_from_bert = [key for key in missing if not key.startswith(("embeddings.visual.", "vision_backbone."))]
+        if unexpected or any(not key.startswith("pooler.") for key in not_from_bert):
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not a BERT checkpoint of this shape: missing {not_from_bert}, "
+                f"unexpected {unexpected}."
+            )
+        if not_from_bert:
+            logger.warning(f"{pretrained_model_name_or_path} has no pooler; it starts from random weights.")
+        if load_backbone and config.vision_backbone == "efficientnet-lite0":
+            model.base_model.vision_backbone.load_state_dict(load_imagenet_state_dict(), strict=True)
+        model.config.name_or_path = str(pretrained_model_name_or_path)
+        model.tie_weights()
+        return model
+
+
+class VLMixerModel(VLMixerPreTrainedModel):
+    """The bare VLMixer encoder: `[CLS] words-and-visual-tokens [SEP] (regions [SEP])` -> hidden states (B, L, H)."""
+
+    def __init__(self, config: VLMixerConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.config = config
+        self.gradient_checkpointing = False
+        self.embeddings = VLMixerEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.vision_backbone = build_vision_backbone(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def train(self, mode: bool = True):
+        # The backbone is frozen: its BatchNorm statistics and dropout must not follow the encoder into train mode.
+        super().train(mode)
+        if self.vision_backbone is not None:
+            self.vision_backbone.eval()
+        return self
+
+    @torch.no_grad()
+    def get_visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) region crops -> (N, visual_feature_dim) features from the frozen backbone."""
+        if self.vision_backbone is None:
+            raise ValueError(
+                "This model reads precomputed `visual_features` (vision_backbone='precomputed'); it has no backbone "
+                "for `pixel_values`."
+            )
+        return pooled_backbone_features(self.vision_backbone, pixel_values)
+
+    def _visual_inputs(
+        self,
+        input_ids: torch.Tensor | None,
+        visual_features: torch.Tensor | None,
+        visual_boxes: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Checks the visual inputs against the placeholders and returns (features (N, D), boxes (N, 4)) or Nones."""
+        if pixel_values is not None:
+            if visual_features is not None:
+                raise ValueError("Pass either `visual_features` or `pixel_values`, not both.")
+            visual_features = self.get_visual_features(pixel_values)
+        num_placeholders = 0 if input_ids is None else int((input_ids == self.config.image_token_id).sum())
+        num_features = 0 if visual_features is None else visual_features.shape[0]
+        if num_placeholders != num_features:
+            raise ValueError(
+                f"`input_ids` hold {num_placeholders} visual placeholders (image_token_id="
+                f"{self.config.image_token_id}) but {num_features} visual features were given; pass one feature row "
+                "per placeholder, in the order the placeholders appear."
+            )
+        if visual_features is None:
+            return None, None
+        if visual_features.dim() != 2 or visual_features.shape[-1] != self.config.visual_feature_dim:
+            raise ValueError(
+                f"`visual_features` must have shape (num_visual_tokens, {self.config.visual_feature_dim}) for "
+                f"backbone {self.config.backbone_id!r}, got {tuple(visual_features.shape)}."
+            )
+        if not torch.isfinite(visual_features).all():
+            raise ValueError("`visual_features` contain NaN or infinite values.")
+        if visual_boxes is None:
+            # A patch given without its box is taken as a whole image.
+            visual_boxes = visual_features.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(num_features, 4)
+        elif visual_boxes.shape != (num_features, 4):
+            raise ValueError(f"`visual_boxes` must have shape ({num_features}, 4), got {tuple(visual_boxes.shape)}.")
+        elif not torch.isfinite(visual_boxes).all():
+            raise ValueError("`visual_boxes` contain NaN or infinite values.")
+        return visual_features, visual_boxes
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor] | BaseModelOutputWithPooling:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            Word-piece ids, with `config.image_token_id` wherever a visual token goes.
+        visual_features (`torch.FloatTensor` of shape `(num_visual_tokens, visual_feature_dim)`, *optional*):
+            One feature per placeholder, in row-major placeholder order over the whole batch.
+        visual_boxes (`torch.FloatTensor` of shape `(num_visual_tokens, 4)`, *optional*):
+            Normalised x1, y1, x2, y2 of each region in its source image; the whole image when omitted.
+        pixel_values (`torch.FloatTensor` of shape `(num_visual_tokens, 3, height, width)`, *optional*):
+            Region crops that the built-in backbone turns into `visual_features`.
+        """
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        visual_features, visual_boxes = self._visual_inputs(input_ids, visual_features, visual_boxes, pixel_values)
+        embedding_output = self.embeddings(
+            input_ids=input_ids,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            visual_features=visual_features,
+            visual_boxes=visual_boxes,
+        )
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
+        )
+        encoder_outputs = self.encoder(embedding_output, attention_mask=attention_mask, **kwargs)
+        sequence_output = encoder_outputs.last_hidden_state
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
+
+
+class VLMixerOnlyMLMHead(nn.Module):
+    """BERT's MLM head: (..., hidden) -> (..., vocab_size) scores, decoder tied to the word embeddings."""
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
+        return self.predictions(sequence_output)
+
+
+class VLMixerForMaskedLM(VLMixerPreTrainedModel):
+    """VLMixer with a masked language modelling head; works with the `fill-mask` pipeline."""
+
+    _auto_class = "AutoModelForMaskedLM"
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "vlmixer.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__(config)
+        self.vlmixer = VLMixerModel(config, add_pooling_layer=False)
+        self.cls = VLMixerOnlyMLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor] | MaskedLMOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Token ids to predict, -100 where nothing is predicted.
+        """
+        outputs = self.vlmixer(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            visual_features=visual_features,
+            visual_boxes=visual_boxes,
+            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        prediction_scores = self.cls(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(prediction_scores.view(-1, self.config.vocab_size), labels.view(-1))
+        return MaskedLMOutput(
+            loss=loss, logits=prediction_scores, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = ["VLMixerPreTrainedModel", "VLMixerModel", "VLMixerForMaskedLM", "AUTO_MAP"]

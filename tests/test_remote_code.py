@@ -1,0 +1,114 @@
+"""A saved folder must load for people who never installed this package: remote code, the Hub cache, pipelines."""
+
+import json
+import textwrap
+
+import pytest
+import torch
+from transformers import pipeline
+
+from modeling_vlmixer import VLMixerForMaskedLM
+
+from .conftest import run_isolated_python, tiny_batch, tiny_config
+
+
+@pytest.fixture(scope="module")
+def saved_minilm_mlm(tmp_path_factory, minilm_path):
+    """vlmixer-small from the real MiniLM weights (with the EfficientNet-Lite0 backbone), saved with its tokenizer."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("saved") / "vlmixer-small"
+    model = VLMixerForMaskedLM.from_bert_pretrained(minilm_path)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return folder, model.eval()
+
+
+def test_folder_loads_as_remote_code_without_the_package(tmp_path):
+    torch.manual_seed(0)
+    model = VLMixerForMaskedLM(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "checkpoint")
+    batch = tiny_batch(model.config)
+    torch.save(batch, tmp_path / "batch.pt")
+    expected = model(**batch).logits
+    code = textwrap.dedent(
+        """
+        import torch
+        from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+        config = AutoConfig.from_pretrained("checkpoint", trust_remote_code=True)
+        base = AutoModel.from_pretrained("checkpoint", trust_remote_code=True)
+        mlm = AutoModelForMaskedLM.from_pretrained("checkpoint", trust_remote_code=True).eval()
+        batch = torch.load("batch.pt", weights_only=True)
+        torch.save(mlm(**batch).logits, "logits.pt")
+        print(type(config).__module__, type(base).__name__, type(mlm).__name__)
+        """
+    )
+    result = run_isolated_python(code, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    module, base_name, mlm_name = result.stdout.split()
+    assert module.startswith("transformers_modules.") and module.endswith("configuration_vlmixer")
+    assert (base_name, mlm_name) == ("VLMixerModel", "VLMixerForMaskedLM")
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), expected, atol=0, rtol=0)
+
+
+def test_remote_code_refuses_to_run_without_trust(tmp_path):
+    VLMixerForMaskedLM(tiny_config()).save_pretrained(tmp_path / "checkpoint")
+    code = "from transformers import AutoModel\nAutoModel.from_pretrained('checkpoint')\n"
+    result = run_isolated_python(code, tmp_path)
+    assert result.returncode != 0 and "trust_remote_code" in result.stderr
+
+
+def populate_hub_cache(cache: "Path", repo_id: str, folder: "Path") -> None:
+    """Lays `folder` out as `huggingface_hub` caches a downloaded model repo (snapshots + refs/main)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        if file.is_file():
+            (snapshot / file.name).write_bytes(file.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_hub_repo_name_loads_offline_from_the_cache(saved_minilm_mlm, tmp_path):
+    folder, model = saved_minilm_mlm
+    populate_hub_cache(tmp_path / "hub", "org/vlmixer-small", folder)
+    code = textwrap.dedent(
+        """
+        import torch
+        from transformers import AutoModel, AutoModelForMaskedLM, pipeline
+        model = AutoModel.from_pretrained("org/vlmixer-small", trust_remote_code=True)
+        fill = pipeline("fill-mask", model="org/vlmixer-small", trust_remote_code=True)
+        best = fill("a dog is sitting on the [MASK] .")[0]
+        print(type(model).__name__, model.config.backbone_id, best["sequence"].startswith("a dog is sitting on the"))
+        """
+    )
+    result = run_isolated_python(code, tmp_path, {"HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["VLMixerModel", "efficientnet-lite0", "True"]
+
+
+def test_backbone_weights_travel_with_the_checkpoint(saved_minilm_mlm):
+    folder, model = saved_minilm_mlm
+    stem = model.vlmixer.vision_backbone._conv_stem.weight
+    reloaded = VLMixerForMaskedLM.from_pretrained(folder)
+    torch.testing.assert_close(reloaded.vlmixer.vision_backbone._conv_stem.weight, stem, atol=0, rtol=0)
+    assert not any(p.requires_grad for p in reloaded.vlmixer.vision_backbone.parameters())
+
+
+def test_fill_mask_pipeline_from_a_saved_folder(saved_minilm_mlm):
+    folder, _ = saved_minilm_mlm
+    fill = pipeline("fill-mask", model=str(folder))
+    predictions = fill("paris is the capital of [MASK] .", top_k=5)
+    assert len(predictions) == 5
+    assert all(p["sequence"].startswith("paris is the capital of") for p in predictions)
+    scores = [p["score"] for p in predictions]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
+
+
+def test_config_json_lists_every_auto_class(saved_minilm_mlm):
+    folder, _ = saved_minilm_mlm
+    config = json.loads((folder / "config.json").read_text())
+    assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForMaskedLM"}
+    assert config["architectures"] == ["VLMixerForMaskedLM"]
