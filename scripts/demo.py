@@ -42,12 +42,12 @@ print(json.dumps({"class": type(model).__name__, "module": type(model).__module_
 
 
 def mixed_sentence_inputs(tokenizer, image_token_id: int) -> dict[str, torch.Tensor]:
-    """"a <cat photo> sits next to a cup of <coffee photo> ." with the photos as region crops."""
+    """"a <cat photo> sits next to a cup of <coffee photo> ." with the two photos as region crops."""
     from skimage import data
 
-    words = ["a", "[unused0]", "sits", "next", "to", "a", "cup", "of", "[unused0]", "."]
-    encoded = tokenizer(" ".join(words), return_tensors="pt")
-    assert int((encoded["input_ids"] == image_token_id).sum()) == 2
+    encoded = tokenizer("a cat sits next to a cup of coffee .", return_tensors="pt")
+    grounded = torch.isin(encoded["input_ids"], torch.tensor(tokenizer.convert_tokens_to_ids(["cat", "coffee"])))
+    encoded["input_ids"] = encoded["input_ids"].masked_fill(grounded, image_token_id)
     return {
         "input_ids": encoded["input_ids"],
         "attention_mask": encoded["attention_mask"],
