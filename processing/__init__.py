@@ -1,0 +1,28 @@
+"""VLMixer processing: cross-modal CutMix (`VLMixerProcessor`), concept vocabularies, patch galleries, collators.
+
+Importing it registers `VLMixerProcessor` with `AutoProcessor` for VLMixer checkpoints.
+"""
+
+from transformers import AutoProcessor
+
+from modeling_vlmixer import VLMixerConfig
+
+from .collators import DataCollatorForCMC, mask_tokens
+from .concepts import ConceptMatch, ConceptVocabulary, normalise_form
+from .gallery import GalleryError, PatchGallery, PatchGalleryBuilder
+from .processing_vlmixer import VLMixerProcessor
+
+
+AutoProcessor.register(VLMixerConfig, VLMixerProcessor, exist_ok=True)
+
+__all__ = [
+    "ConceptMatch",
+    "ConceptVocabulary",
+    "DataCollatorForCMC",
+    "GalleryError",
+    "PatchGallery",
+    "PatchGalleryBuilder",
+    "VLMixerProcessor",
+    "mask_tokens",
+    "normalise_form",
+]

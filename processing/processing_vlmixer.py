@@ -1,0 +1,392 @@
+"""VLMixerProcessor: cross-modal CutMix (CMC) for text-only sentences, and image-text encoding for paired inputs.
+
+CMC finds the visually grounded words of a sentence (a `ConceptVocabulary`) and replaces each, with probability
+`cmc_ratio`, by one visual token: a patch feature drawn from that concept's rows of a `PatchGallery`. All word pieces
+of a replaced word become one placeholder (`image_token_id`), which keeps the position id of its first word piece,
+so the mixed and the original view of a sentence share positions.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import cached_file
+
+from .concepts import ConceptVocabulary
+from .gallery import GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME, PatchGallery
+
+
+CONCEPTS_NAME = "concepts.json"
+IGNORE_INDEX = -100
+WHOLE_IMAGE_BOX = (0.0, 0.0, 1.0, 1.0)
+
+
+@dataclass
+class MixedSentence:
+    """One sentence's two views as token lists, before padding."""
+
+    original_ids: list[int]
+    mixed_ids: list[int]
+    mixed_positions: list[int]
+    patch_slots: list[int]  # index of each placeholder in `mixed_ids`
+    replaced_ids: list[int]  # first word piece of the word each placeholder replaced
+
+
+def as_numpy_generator(seed: int | None, generator) -> np.random.Generator:
+    """One random source for CMC: a numpy Generator, a torch.Generator (seeds a numpy one), a seed, or fresh entropy."""
+    if generator is not None and seed is not None:
+        raise ValueError("Pass either `seed` or `generator`, not both.")
+    if isinstance(generator, np.random.Generator):
+        return generator
+    if isinstance(generator, torch.Generator):
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    if generator is not None:
+        raise TypeError(f"`generator` must be a numpy or torch Generator, got {type(generator).__name__}.")
+    return np.random.default_rng(seed)
+
+
+def mix_sentence(ids: list[int], replacements: list[tuple[int, int]], image_token_id: int) -> MixedSentence:
+    """Replaces each token range [first, last) in `replacements` (sorted, disjoint) by one placeholder."""
+    mixed_ids, mixed_positions, patch_slots, replaced_ids = [], [], [], []
+    cursor = 0
+    for first, last in replacements:
+        mixed_ids += ids[cursor:first]
+        mixed_positions += range(cursor, first)
+        patch_slots.append(len(mixed_ids))
+        replaced_ids.append(ids[first])
+        mixed_ids.append(image_token_id)
+        mixed_positions.append(first)
+        cursor = last
+    mixed_ids += ids[cursor:]
+    mixed_positions += range(cursor, len(ids))
+    return MixedSentence(ids, mixed_ids, mixed_positions, patch_slots, replaced_ids)
+
+
+def pad_rows(rows: list[list[int]], pad_value: int, length: int | None = None) -> np.ndarray:
+    """Right-pads integer rows to one (B, length) int64 array; `length` defaults to the longest row."""
+    length = max(map(len, rows)) if length is None else length
+    padded = np.full((len(rows), length), pad_value, dtype=np.int64)
+    for row, values in zip(padded, rows):
+        row[: len(values)] = values
+    return padded
+
+
+def attention_mask_for(rows: list[list[int]], length: int) -> np.ndarray:
+    """(B, length) with 1 on the tokens of each row and 0 on its padding."""
+    return (np.arange(length)[None, :] < np.array([len(r) for r in rows])[:, None]).astype(np.int64)
+
+
+def grid_boxes(grid_size: int) -> list[tuple[float, float, float, float]]:
+    """The whole image followed by a grid_size x grid_size tiling, row-major, as normalised boxes."""
+    step = 1.0 / grid_size
+    tiles = [
+        (col * step, row * step, (col + 1) * step, (row + 1) * step) for row in range(grid_size) for col in range(grid_size)
+    ]
+    return [WHOLE_IMAGE_BOX] + tiles
+
+
+def crop_region(image, box) -> "PIL.Image.Image":
+    """Crops a normalised (x1, y1, x2, y2) box out of a PIL image, at least one pixel wide and high."""
+    width, height = image.size
+    left, top = int(box[0] * width), int(box[1] * height)
+    right, bottom = max(int(round(box[2] * width)), left + 1), max(int(round(box[3] * height)), top + 1)
+    return image.crop((left, top, right, bottom))
+
+
+def to_rgb_image(image) -> "PIL.Image.Image":
+    """A PIL RGB image from a PIL image or an (H, W) / (H, W, 3|4) uint8 array; refuses anything else clearly."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3) or image.size == 0:
+            raise ValueError(f"An image array must be (H, W) or (H, W, C) and non-empty, got shape {image.shape}.")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"Images must be PIL images or numpy arrays, got {type(image).__name__}.")
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"Image has a zero-size dimension: {image.size}.")
+    return image.convert("RGB")
+
+
+class VLMixerProcessor(ProcessorMixin):
+    r"""
+    Turns sentences into VLMixer inputs.
+
+    - `processor(text=sentences, cmc_ratio=0.5, seed=0)`: cross-modal CutMix. Returns the mixed view (`input_ids`,
+      `attention_mask`, `position_ids`, `visual_features` and `visual_boxes` in placeholder order, `patch_word_labels`
+      holding at each placeholder the first word piece of the word it replaced), the original view
+      (`original_input_ids`, `original_attention_mask`), and `patch_concept_ids` / `patch_gallery_indices` (N,).
+    - `processor(text=captions, images=images, boxes=None)`: image-text pairs, `[CLS] text [SEP] regions [SEP]`, with
+      the regions as `pixel_values` crops (the boxes you pass, or the whole image plus a `grid_size` grid) and
+      `visual_boxes`; token type 1 marks the regions.
+
+    Args:
+        tokenizer: a fast BERT word-piece tokenizer.
+        image_processor: turns region crops into `pixel_values` for the model's backbone.
+        cmc_ratio (`float`): default probability of replacing each grounded word.
+        grid_size (`int`): grid of regions used for an image given without boxes.
+        backbone_id (`str`, *optional*): the features the model reads (`config.backbone_id`); a gallery made by
+            another backbone is refused.
+        concepts (`ConceptVocabulary` or `dict`, *optional*): the grounded-word vocabulary.
+        gallery (`PatchGallery`, *optional*): the patches; needed when `cmc_ratio > 0`.
+    """
+
+    model_input_names = ["input_ids", "attention_mask", "position_ids", "visual_features", "visual_boxes"]
+    _auto_class = "AutoProcessor"
+
+    def __init__(
+        self,
+        tokenizer=None,
+        image_processor=None,
+        cmc_ratio: float = 0.5,
+        grid_size: int = 2,
+        backbone_id: str | None = None,
+        concepts=None,
+        gallery: PatchGallery | None = None,
+    ):
+        super().__init__(tokenizer, image_processor)
+        if not 0.0 <= cmc_ratio <= 1.0:
+            raise ValueError(f"`cmc_ratio` must be in [0, 1], got {cmc_ratio}.")
+        if grid_size < 1:
+            raise ValueError(f"`grid_size` must be at least 1, got {grid_size}.")
+        self.cmc_ratio = cmc_ratio
+        self.grid_size = grid_size
+        self.backbone_id = backbone_id
+        # Not named like __init__ parameters, so that `processor_config.json` never holds them.
+        self.vocabulary = ConceptVocabulary(concepts) if isinstance(concepts, dict) else concepts
+        self.patch_gallery = None
+        if gallery is not None:
+            self.set_gallery(gallery)
+
+    @property
+    def image_token_id(self) -> int:
+        """The placeholder id, `[unused0]` in BERT's vocabulary; must equal the model's `config.image_token_id`."""
+        return self.tokenizer.convert_tokens_to_ids("[unused0]")
+
+    def set_gallery(self, gallery: PatchGallery) -> None:
+        """Attaches a gallery after checking that it was made by the model's backbone."""
+        if self.backbone_id is not None and gallery.backbone != self.backbone_id:
+            raise ValueError(
+                f"The gallery was built with backbone {gallery.backbone!r} but the model reads {self.backbone_id!r} "
+                "features; rebuild the gallery with the model's backbone."
+            )
+        self.patch_gallery = gallery
+
+    # ------------------------------------------------------------------------------------------ calling
+
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        images=None,
+        boxes=None,
+        cmc_ratio: float | None = None,
+        seed: int | None = None,
+        generator=None,
+        max_length: int | None = None,
+        return_tensors: str = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        if kwargs:
+            raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
+        if return_tensors not in ("pt", "np"):
+            raise ValueError(f"`return_tensors` must be 'pt' or 'np', got {return_tensors!r}.")
+        sentences = self._as_sentences(text)
+        max_length = max_length or self.tokenizer.model_max_length
+        if images is not None:
+            encoded = self.encode_image_text(sentences, images, boxes, max_length)
+        else:
+            if boxes is not None:
+                raise ValueError("`boxes` are regions of `images`; pass the images too.")
+            ratio = self.cmc_ratio if cmc_ratio is None else cmc_ratio
+            encoded = self.cross_modal_cutmix(sentences, ratio, as_numpy_generator(seed, generator), max_length)
+        return BatchFeature(encoded, tensor_type=return_tensors)
+
+    @staticmethod
+    def _as_sentences(text) -> list[str]:
+        if text is None:
+            raise ValueError("`text` is required: a sentence or a list of sentences.")
+        sentences = [text] if isinstance(text, str) else list(text)
+        if not sentences:
+            raise ValueError("`text` is an empty list.")
+        for index, sentence in enumerate(sentences):
+            if not isinstance(sentence, str):
+                raise TypeError(f"text[{index}] is a {type(sentence).__name__}, not a string.")
+            if not sentence.strip():
+                raise ValueError(f"text[{index}] is empty; every sentence needs at least one word.")
+        return sentences
+
+    def _tokenize(self, sentences: list[str], max_length: int):
+        return self.tokenizer(sentences, truncation=True, max_length=max_length, return_attention_mask=False).encodings
+
+    def cross_modal_cutmix(self, sentences: list[str], cmc_ratio: float, rng: np.random.Generator, max_length: int):
+        """Both views of each sentence, with grounded words replaced by gallery patches with probability `cmc_ratio`."""
+        if not 0.0 <= cmc_ratio <= 1.0:
+            raise ValueError(f"`cmc_ratio` must be in [0, 1], got {cmc_ratio}.")
+        if cmc_ratio > 0 and (self.vocabulary is None or self.patch_gallery is None):
+            raise ValueError(
+                "Cross-modal CutMix needs a concept vocabulary and a patch gallery; pass `concepts=` and `gallery=` "
+                "(or call with cmc_ratio=0 for the original sentences only)."
+            )
+        encodings = self._tokenize(sentences, max_length)
+        candidates = self._grounded_token_spans(sentences, encodings) if cmc_ratio > 0 else [[] for _ in sentences]
+        chosen = self._choose_replacements(candidates, cmc_ratio, rng)
+        image_token_id = self.image_token_id
+        mixed = [
+            mix_sentence(encoding.ids, [(first, last) for first, last, _ in picks], image_token_id)
+            for encoding, picks in zip(encodings, chosen)
+        ]
+        concepts = [concept for picks in chosen for _, _, concept in picks]
+        return self._cmc_arrays(mixed, concepts, rng)
+
+    def _grounded_token_spans(self, sentences: list[str], encodings) -> list[list[tuple[int, int, str]]]:
+        """Per sentence, the token ranges [first, last) of grounded words whose concept has gallery patches."""
+        gallery = self.patch_gallery
+        spans = []
+        for sentence, encoding in zip(sentences, encodings):
+            sentence_spans = []
+            for match in self.vocabulary.find(sentence):
+                if match.concept not in gallery:
+                    continue
+                first = encoding.char_to_token(match.start)
+                last = encoding.char_to_token(match.end - 1)
+                if first is None or last is None:  # cut away by truncation
+                    continue
+                sentence_spans.append((first, last + 1, match.concept))
+            spans.append(sentence_spans)
+        return spans
+
+    @staticmethod
+    def _choose_replacements(candidates, cmc_ratio: float, rng: np.random.Generator):
+        """Keeps each candidate with probability `cmc_ratio`, drawing one uniform number per candidate in order."""
+        draws = iter(rng.random(sum(map(len, candidates))) < cmc_ratio)
+        return [[span for span in spans if next(draws)] for spans in candidates]
+
+    def _cmc_arrays(self, mixed: list[MixedSentence], concepts: list[str], rng: np.random.Generator) -> dict:
+        pad_id = self.tokenizer.pad_token_id
+        mixed_rows = [m.mixed_ids for m in mixed]
+        original_rows = [m.original_ids for m in mixed]
+        mixed_length, original_length = max(map(len, mixed_rows)), max(map(len, original_rows))
+        patch_word_labels = np.full((len(mixed), mixed_length), IGNORE_INDEX, dtype=np.int64)
+        for row, sentence in zip(patch_word_labels, mixed):
+            row[sentence.patch_slots] = sentence.replaced_ids
+        arrays = {
+            "input_ids": pad_rows(mixed_rows, pad_id, mixed_length),
+            "attention_mask": attention_mask_for(mixed_rows, mixed_length),
+            "position_ids": pad_rows([m.mixed_positions for m in mixed], 0, mixed_length),
+            "patch_word_labels": patch_word_labels,
+            "original_input_ids": pad_rows(original_rows, pad_id, original_length),
+            "original_attention_mask": attention_mask_for(original_rows, original_length),
+        }
+        arrays.update(self._patches_for(concepts, rng))
+        return arrays
+
+    def _patches_for(self, concepts: list[str], rng: np.random.Generator) -> dict:
+        """visual_features (N, D), visual_boxes (N, 4), and which concept and gallery row each patch is."""
+        if not concepts:
+            feature_dim = self.patch_gallery.feature_dim if self.patch_gallery is not None else 0
+            return {
+                "visual_features": np.zeros((0, feature_dim), dtype=np.float32),
+                "visual_boxes": np.zeros((0, 4), dtype=np.float32),
+                "patch_concept_ids": np.zeros(0, dtype=np.int64),
+                "patch_gallery_indices": np.zeros(0, dtype=np.int64),
+            }
+        indices = self.patch_gallery.sample(concepts, rng)
+        label_index = self.vocabulary.label_index
+        return {
+            "visual_features": self.patch_gallery.features_at(indices),
+            "visual_boxes": self.patch_gallery.boxes_at(indices),
+            "patch_concept_ids": np.array([label_index[c] for c in concepts], dtype=np.int64),
+            "patch_gallery_indices": indices,
+        }
+
+    def encode_image_text(self, sentences: list[str], images, boxes, max_length: int) -> dict:
+        """`[CLS] text [SEP] regions [SEP]` per pair, with region crops as `pixel_values` (N, 3, S, S)."""
+        images = [images] if not isinstance(images, (list, tuple)) else list(images)
+        if len(images) != len(sentences):
+            raise ValueError(f"Got {len(sentences)} texts but {len(images)} images; pass one image per text.")
+        if boxes is None:
+            boxes = [grid_boxes(self.grid_size)] * len(images)
+        elif len(boxes) != len(images):
+            raise ValueError(f"Got {len(images)} images but {len(boxes)} box lists; pass one list per image.")
+        region_boxes = [self._checked_boxes(image_boxes, index) for index, image_boxes in enumerate(boxes)]
+        image_token_id, sep_id = self.image_token_id, self.tokenizer.sep_token_id
+        rows, token_types, crops = [], [], []
+        for encoding, image, image_boxes in zip(
+            self._tokenize_leaving_room(sentences, region_boxes, max_length), images, region_boxes
+        ):
+            rgb = to_rgb_image(image)
+            crops += [crop_region(rgb, box) for box in image_boxes]
+            rows.append(encoding.ids + [image_token_id] * len(image_boxes) + [sep_id])
+            token_types.append([0] * len(encoding.ids) + [1] * (len(image_boxes) + 1))
+        length = max(map(len, rows))
+        return {
+            "input_ids": pad_rows(rows, self.tokenizer.pad_token_id, length),
+            "attention_mask": attention_mask_for(rows, length),
+            "token_type_ids": pad_rows(token_types, 0, length),
+            "pixel_values": self.image_processor(images=crops, return_tensors="np")["pixel_values"],
+            "visual_boxes": np.array([box for image_boxes in region_boxes for box in image_boxes], dtype=np.float32),
+        }
+
+    def _tokenize_leaving_room(self, sentences, region_boxes, max_length: int):
+        """Tokenises each text so that its regions and the closing [SEP] still fit in `max_length`."""
+        encodings = []
+        for sentence, image_boxes in zip(sentences, region_boxes):
+            room = max_length - len(image_boxes) - 1
+            if room < 3:
+                raise ValueError(f"{len(image_boxes)} regions leave no room for text within max_length={max_length}.")
+            encodings += self._tokenize([sentence], room)
+        return encodings
+
+    @staticmethod
+    def _checked_boxes(image_boxes, index: int) -> np.ndarray:
+        array = np.asarray(image_boxes, dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] != 4 or len(array) == 0:
+            raise ValueError(f"boxes[{index}] must be a non-empty (R, 4) list of x1, y1, x2, y2, got {array.shape}.")
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError(f"boxes[{index}] must be normalised to [0, 1].")
+        if (array[:, 2] <= array[:, 0]).any() or (array[:, 3] <= array[:, 1]).any():
+            raise ValueError(f"boxes[{index}] has a box with x2 <= x1 or y2 <= y1.")
+        return array
+
+    # ------------------------------------------------------------------------------------------ saving
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Saves the tokenizer, image processor and settings as `ProcessorMixin` does, plus the vocabulary and gallery."""
+        os.makedirs(save_directory, exist_ok=True)
+        if self.vocabulary is not None:
+            self.vocabulary.to_json(os.path.join(save_directory, CONCEPTS_NAME))
+        if self.patch_gallery is not None:
+            self.patch_gallery.save(save_directory)
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Loads from a folder or the Hub; the vocabulary and gallery come along when the checkpoint has them."""
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        download = {
+            key: kwargs[key]
+            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+            if key in kwargs
+        }
+
+        def optional_file(name):
+            return cached_file(
+                pretrained_model_name_or_path,
+                name,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+                **download,
+            )
+
+        if (concepts_file := optional_file(CONCEPTS_NAME)) is not None:
+            processor.vocabulary = ConceptVocabulary.from_json(concepts_file)
+        gallery_config = optional_file(GALLERY_CONFIG_NAME)
+        if gallery_config is not None and optional_file(GALLERY_WEIGHTS_NAME) is not None:
+            processor.set_gallery(PatchGallery.load(os.path.dirname(gallery_config), processor.backbone_id))
+        return processor
+
+
+__all__ = ["VLMixerProcessor", "CONCEPTS_NAME"]
