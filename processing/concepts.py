@@ -96,7 +96,7 @@ class ConceptVocabulary:
                 raise ValueError(f"A concept label must be a non-empty string, got {label!r}.")
             self._forms[label] = self._register_forms(label, [label, *forms])
         self.label_index = {label: index for index, label in enumerate(self._forms)}
-        words = trie_pattern(sorted(self._forms_by_key.values()))
+        words = trie_pattern(sorted({form for forms in self._forms.values() for form in forms}))
         self._pattern = re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
 
     def _register_forms(self, label: str, forms: list[str]) -> list[str]:
@@ -111,10 +111,6 @@ class ConceptVocabulary:
             if canonical_form(form) not in registered:
                 registered.append(canonical_form(form))
         return registered
-
-    @property
-    def _forms_by_key(self) -> dict[str, str]:
-        return {normalise_form(form): form for forms in self._forms.values() for form in forms}
 
     # ------------------------------------------------------------------------------------------ building
 
