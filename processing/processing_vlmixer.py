@@ -35,6 +35,20 @@ class MixedSentence:
     replaced_ids: list[int]  # first word piece of the word each placeholder replaced
 
 
+def efficientnet_image_processor(image_size: int = 224):
+    """The crop preprocessing of EfficientNet-Lite0's ImageNet weights: bicubic resize of the shortest edge to
+    image_size / 0.875, centre crop, RGB scaled to [-1, 1]."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": round(image_size / 0.875)},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        resample=3,  # bicubic
+    )
+
+
 def as_numpy_generator(seed: int | None, generator) -> np.random.Generator:
     """One random source for CMC: a numpy Generator, a torch.Generator (seeds a numpy one), a seed, or fresh entropy."""
     if generator is not None and seed is not None:
@@ -389,4 +403,4 @@ class VLMixerProcessor(ProcessorMixin):
         return processor
 
 
-__all__ = ["VLMixerProcessor", "CONCEPTS_NAME"]
+__all__ = ["VLMixerProcessor", "CONCEPTS_NAME", "efficientnet_image_processor"]

@@ -23,7 +23,7 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_vlmixer import VLMixerForMaskedLM
-from modeling_vlmixer.efficientnet_lite import preprocess_images
+from processing.processing_vlmixer import efficientnet_image_processor
 
 
 RELOAD_CHECK = """
@@ -51,7 +51,9 @@ def mixed_sentence_inputs(tokenizer, image_token_id: int) -> dict[str, torch.Ten
     return {
         "input_ids": encoded["input_ids"],
         "attention_mask": encoded["attention_mask"],
-        "pixel_values": preprocess_images([data.chelsea(), data.coffee()], image_size=224),
+        "pixel_values": torch.from_numpy(
+            efficientnet_image_processor()(images=[data.chelsea(), data.coffee()], return_tensors="np")["pixel_values"]
+        ),
         "visual_boxes": torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]),
     }
 

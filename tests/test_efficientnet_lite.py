@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_vlmixer.efficientnet_lite import (
-    EFFICIENTNET_LITE0_FEATURE_DIM,
-    EfficientNetLite0,
-    efficientnet_lite0_pretrained,
-    preprocess_images,
-)
+from modeling_vlmixer.efficientnet_lite import EFFICIENTNET_LITE0_FEATURE_DIM, EfficientNetLite0, efficientnet_lite0_pretrained
+from processing.processing_vlmixer import efficientnet_image_processor, to_rgb_image
+
+
+def preprocess_images(images, image_size: int = 224) -> torch.Tensor:
+    """The processor's crop preprocessing: (B, 3, image_size, image_size) in [-1, 1]."""
+    pixels = efficientnet_image_processor(image_size)(images=[to_rgb_image(i) for i in images], return_tensors="np")
+    return torch.from_numpy(pixels["pixel_values"])
 
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the real photos (make install has it)")
@@ -70,6 +72,7 @@ def test_backbone_stays_in_eval_mode(backbone):
 
 
 def test_preprocess_accepts_grey_rgba_and_small_images():
+    """Fashion-MNIST is 28x28 grey; crops can be RGBA."""
     grey = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
     rgba = np.random.default_rng(1).integers(0, 256, (40, 30, 4), dtype=np.uint8)
     pixels = preprocess_images([grey, rgba], image_size=112)
@@ -84,9 +87,13 @@ def test_preprocess_matches_the_imagenet_recipe():
 
 
 @pytest.mark.parametrize(
-    "images, message",
-    [([], "empty"), ([np.zeros((0, 5, 3), np.uint8)], "non-empty"), (["not an image"], "PIL image or a numpy")],
+    "image, error, message",
+    [
+        (np.zeros((0, 5, 3), np.uint8), ValueError, "non-empty"),
+        (np.zeros((4, 4, 3, 2), np.uint8), ValueError, "must be"),
+        ("not an image", TypeError, "PIL images or numpy arrays"),
+    ],
 )
-def test_preprocess_refuses_bad_images(images, message):
-    with pytest.raises(ValueError, match=message):
-        preprocess_images(images)
+def test_preprocess_refuses_bad_images(image, error, message):
+    with pytest.raises(error, match=message):
+        to_rgb_image(image)
