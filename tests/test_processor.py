@@ -301,3 +301,27 @@ def test_collator_masks_only_text_tokens_and_resumes_exactly(processor):
 def test_collator_names_a_missing_column(processor):
     with pytest.raises(KeyError, match="no 'text' column"):
         DataCollatorForCMC(processor)([{"sentence": "a dog"}])
+
+
+# ---------------------------------------------------------------------------------------------- the CMC picture
+
+
+def test_cmc_picture_shows_each_patch_thumbnail_where_its_word_was(processor, tmp_path):
+    from PIL import Image
+
+    from processing.visualize import THUMBNAIL_PX, mixed_pieces, render_mixed_sentences
+
+    pieces = mixed_pieces(processor, "A teddy bear on the bed.", seed=0, cmc_ratio=1.0)
+    assert [p.word or p.concept for p in pieces] == ["a", "teddy bear", "on", "the", "bed", "."]
+    path = tmp_path / "cmc.png"
+    render_mixed_sentences(processor, ["A teddy bear on the bed.", "Nothing grounded here."], path)
+    picture = np.asarray(Image.open(path).convert("RGB"))
+    thumbnail = np.asarray(Image.fromarray(pieces[1].thumbnail).resize((THUMBNAIL_PX, THUMBNAIL_PX), Image.NEAREST))
+    # the thumbnail's interior (its frame is drawn over the border) is pasted somewhere on the first mixed line
+    inner = slice(2, THUMBNAIL_PX - 2)
+    found = any(
+        np.array_equal(picture[top : top + THUMBNAIL_PX, left : left + THUMBNAIL_PX][inner, inner], thumbnail[inner, inner])
+        for top in range(30, 60)
+        for left in range(16, 200)
+    )
+    assert found

@@ -1,0 +1,54 @@
+"""Region features from a frozen vision backbone, batched: what galleries and image-side evaluation are made of."""
+
+import numpy as np
+import torch
+
+from modeling_vlmixer.efficientnet_lite import EFFICIENTNET_LITE0_FEATURE_DIM, efficientnet_lite0_pretrained
+
+from .processing_vlmixer import crop_region, efficientnet_image_processor, to_rgb_image
+
+
+class RegionFeatureExtractor:
+    """
+    Turns images and boxes into (N, D) float32 features with a frozen backbone: the built-in `"efficientnet-lite0"`
+    (real ImageNet weights), or `"auto:<name or path>"` for any vision model `transformers.AutoModel` loads.
+    `backbone_id` is what galleries record and what `VLMixerConfig.backbone_id` must equal.
+    """
+
+    def __init__(self, backbone: str = "efficientnet-lite0", image_size: int = 224, batch_size: int = 64):
+        self.batch_size = batch_size
+        if backbone == "efficientnet-lite0":
+            self.model = efficientnet_lite0_pretrained()
+            self.image_processor = efficientnet_image_processor(image_size)
+            self.feature_dim = EFFICIENTNET_LITE0_FEATURE_DIM
+        elif backbone.startswith("auto:"):
+            from transformers import AutoImageProcessor, AutoModel
+
+            name = backbone.removeprefix("auto:")
+            self.model = AutoModel.from_pretrained(name).eval().requires_grad_(False)
+            self.image_processor = AutoImageProcessor.from_pretrained(name)
+            config = self.model.config
+            self.feature_dim = getattr(config, "hidden_size", None) or config.hidden_sizes[-1]
+        else:
+            raise ValueError(f"Unknown backbone {backbone!r}: use 'efficientnet-lite0' or 'auto:<model name or path>'.")
+        self.backbone_id = backbone
+
+    @torch.no_grad()
+    def encode_crops(self, crops: list) -> np.ndarray:
+        """RGB crops (PIL images or arrays) -> (N, D) float32 features, `batch_size` at a time."""
+        from modeling_vlmixer.modeling_vlmixer import pooled_backbone_features
+
+        outputs = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = [to_rgb_image(crop) for crop in crops[start : start + self.batch_size]]
+            pixels = torch.from_numpy(np.asarray(self.image_processor(images=batch, return_tensors="np")["pixel_values"]))
+            outputs.append(pooled_backbone_features(self.model, pixels).float().numpy())
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.feature_dim), dtype=np.float32)
+
+    def encode_regions(self, image, boxes) -> np.ndarray:
+        """One image and its (R, 4) normalised boxes -> (R, D) features."""
+        rgb = to_rgb_image(image)
+        return self.encode_crops([crop_region(rgb, box) for box in boxes])
+
+
+__all__ = ["RegionFeatureExtractor"]
