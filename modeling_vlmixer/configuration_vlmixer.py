@@ -36,6 +36,7 @@ class VLMixerConfig(PreTrainedConfig):
         `backbone_id` so that a gallery made by another extractor is refused.
     projection_dim (`int`): size of the contrastive sentence embedding.
     logit_scale_init_value (`float`): initial value of the learnable log inverse temperature (log(1/0.07) as CLIP).
+    *_loss_weight (`float`): weights of the pre-training losses in their sum (see `VLMixerForPreTraining`).
 
     Example:
 
@@ -75,7 +76,13 @@ class VLMixerConfig(PreTrainedConfig):
     feature_source: str | None = None
 
     projection_dim: int = 256
-    logit_scale_init_value: float = 2.6592
+    logit_scale_init_value: float | int = 2.6592
+    mlm_loss_weight: float | int = 1.0
+    patch_word_loss_weight: float | int = 1.0
+    contrastive_loss_weight: float | int = 1.0
+    tag_mlm_loss_weight: float | int = 1.0
+    paired_mlm_loss_weight: float | int = 1.0
+    paired_contrastive_loss_weight: float | int = 1.0
 
     def __post_init__(self, **kwargs):
         # `@strict` wraps validator errors in its own exception type; check first so users get a plain ValueError.
@@ -112,6 +119,9 @@ class VLMixerConfig(PreTrainedConfig):
                 f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
                 f"({self.num_attention_heads})."
             )
+        for name in [field for field in self.__dataclass_fields__ if field.endswith("_loss_weight")]:
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")

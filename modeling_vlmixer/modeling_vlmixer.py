@@ -8,9 +8,13 @@ The transformer layers are BERT's own (`transformers.models.bert`), so a VLMixer
 computes exactly what that BERT computes on text without visual tokens.
 """
 
+from dataclasses import dataclass
+
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn import CrossEntropyLoss
+from torch.nn import functional as F
 
 from transformers import AutoConfig, AutoModel, BertModel, PreTrainedModel
 from transformers import initialization as init
@@ -25,7 +29,7 @@ from transformers.models.bert.modeling_bert import (
     BertSelfAttention,
 )
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple, logging
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -41,7 +45,10 @@ AUTO_MAP = {
     "AutoConfig": "configuration_vlmixer.VLMixerConfig",
     "AutoModel": "modeling_vlmixer.VLMixerModel",
     "AutoModelForMaskedLM": "modeling_vlmixer.VLMixerForMaskedLM",
+    "AutoModelForPreTraining": "modeling_vlmixer.VLMixerForPreTraining",
 }
+IGNORE_INDEX = -100
+MAX_LOGIT_SCALE = 4.6052  # ln(100), CLIP's bound on the inverse temperature
 
 
 def box_geometry(boxes: torch.Tensor, box_dim: int) -> torch.Tensor:
@@ -139,7 +146,9 @@ class VLMixerPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, BertLMPredictionHead):
+        if isinstance(module, VLMixerContrastiveHead):
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+        elif isinstance(module, BertLMPredictionHead):
             init.zeros_(module.bias)
         elif isinstance(module, VLMixerVisualEmbeddings):
             init.zeros_(module.modality_embedding)
@@ -388,4 +397,218 @@ class VLMixerForMaskedLM(VLMixerPreTrainedModel):
         )
 
 
-__all__ = ["VLMixerPreTrainedModel", "VLMixerModel", "VLMixerForMaskedLM", "AUTO_MAP"]
+# ---------------------------------------------------------------------------------------------- losses
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def global_mean(loss_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """
+    `loss_sum / count` over the whole global batch. In distributed training each process divides its own sum by the
+    count of all processes (times their number, as DDP averages the gradients), so N processes compute the same loss
+    and gradients as one process on the concatenated batch, however unevenly the labels fall.
+    """
+    count = count.detach().to(torch.float32)
+    if is_distributed():
+        count = count.clone()
+        dist.all_reduce(count)
+        loss_sum = loss_sum * dist.get_world_size()
+    return loss_sum / count.clamp(min=1.0)
+
+
+def gather_with_grad(embeddings: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(B, P) local rows -> (world * B, P) rows of all processes, gradients flowing back; and this process's offset."""
+    if not is_distributed():
+        return embeddings, 0
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(embeddings), dim=0), dist.get_rank() * embeddings.shape[0]
+
+
+def symmetric_info_nce(first: torch.Tensor, second: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """
+    CLIP's symmetric InfoNCE between two (B, P) L2-normalised views: row i of each is the positive of row i of the
+    other, every other row of the global batch (all processes) a negative.
+    """
+    all_first, offset = gather_with_grad(first)
+    all_second, _ = gather_with_grad(second)
+    targets = torch.arange(first.shape[0], device=first.device) + offset
+    scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+    first_to_second = F.cross_entropy(scale * first @ all_second.T, targets, reduction="sum")
+    second_to_first = F.cross_entropy(scale * second @ all_first.T, targets, reduction="sum")
+    return global_mean((first_to_second + second_to_first) / 2, torch.tensor(float(first.shape[0])))
+
+
+def mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, H) -> (B, H), the mean over attended positions (the pooling all-MiniLM-L6-v2 was trained with)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+    return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class VLMixerContrastiveHead(nn.Module):
+    """Sentence embeddings for contrast: mean pooling, a linear projection, L2 normalisation; a learnable temperature."""
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__()
+        self.projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) hidden states -> (B, projection_dim) unit vectors."""
+        return F.normalize(self.projection(mean_pool(hidden_states, attention_mask)), dim=-1)
+
+
+@dataclass
+class VLMixerForPreTrainingOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`): the weighted sum of the losses below that the batch carries.
+    mlm_loss: masked language modelling on the mixed view (text tokens).
+    patch_word_loss: predicting, at visual-token positions, the word each patch replaced.
+    contrastive_loss: symmetric InfoNCE between each sentence's original and mixed views.
+    tag_mlm_loss: tag-aided visual pre-training, masked tags predicted from the image regions.
+    paired_mlm_loss: masked language modelling of captions with their image's regions.
+    paired_contrastive_loss: symmetric InfoNCE between captions and their images' regions.
+    text_embeds, mixed_embeds (`(batch_size, projection_dim)`): the unit sentence embeddings of both views.
+    """
+
+    loss: torch.FloatTensor | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    patch_word_loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    tag_mlm_loss: torch.FloatTensor | None = None
+    paired_mlm_loss: torch.FloatTensor | None = None
+    paired_contrastive_loss: torch.FloatTensor | None = None
+    logit_scale: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    mixed_embeds: torch.FloatTensor | None = None
+
+
+def sub_batch_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder inputs of a stream's sub-batch (its labels and extra views left out)."""
+    names = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "visual_features", "visual_boxes")
+    return {name: batch[name] for name in names if batch.get(name) is not None}
+
+
+class VLMixerForPreTraining(VLMixerPreTrainedModel):
+    """
+    VLMixer pre-training. One forward computes the losses of whichever streams the batch carries:
+
+    - visually-aided language pre-training on text-only sentences after cross-modal CutMix (the collator's output):
+      `mlm_loss` on the masked mixed view, `patch_word_loss` at the visual tokens, and `contrastive_loss` between
+      the original view (`original_input_ids`) and the mixed view;
+    - tag-aided visual pre-training (`tag_batch`: `[CLS] tags [SEP] regions [SEP]` with masked tags and `labels`);
+    - paired data (`pair_batch`: caption and regions with masked caption `labels`, plus `caption_input_ids` /
+      `caption_attention_mask` and `image_input_ids` / `image_attention_mask` for image-text contrast).
+
+    Vocabulary logits are computed only at labelled positions.
+    """
+
+    _auto_class = "AutoModelForPreTraining"
+    _tied_weights_keys = VLMixerForMaskedLM._tied_weights_keys
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__(config)
+        self.vlmixer = VLMixerModel(config, add_pooling_layer=False)
+        self.cls = VLMixerOnlyMLMHead(config)
+        self.contrastive = VLMixerContrastiveHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    def token_prediction_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the vocabulary at the labelled positions of (B, L, H) only: (M, vocab) logits, not (B, L, vocab)."""
+        selected = labels != IGNORE_INDEX
+        logits = self.cls(hidden_states[selected]).float()
+        return global_mean(F.cross_entropy(logits, labels[selected], reduction="sum"), selected.sum())
+
+    def sentence_embeddings(self, **inputs) -> torch.Tensor:
+        """(B, projection_dim) unit embeddings of sequences (words and visual tokens) for contrast and retrieval."""
+        hidden = self.vlmixer(**inputs).last_hidden_state
+        return self.contrastive(hidden, inputs["attention_mask"])
+
+    def _text_stream_losses(self, mixed: dict, labels, patch_word_labels, original_input_ids, original_attention_mask):
+        hidden = self.vlmixer(**mixed).last_hidden_state
+        losses = {}
+        if labels is not None:
+            losses["mlm_loss"] = self.token_prediction_loss(hidden, labels)
+        if patch_word_labels is not None and bool((patch_word_labels != IGNORE_INDEX).any()):
+            losses["patch_word_loss"] = self.token_prediction_loss(hidden, patch_word_labels)
+        embeds = {}
+        if original_input_ids is not None and self.config.contrastive_loss_weight > 0:
+            embeds["mixed_embeds"] = self.contrastive(hidden, mixed["attention_mask"])
+            embeds["text_embeds"] = self.sentence_embeddings(
+                input_ids=original_input_ids, attention_mask=original_attention_mask
+            )
+            losses["contrastive_loss"] = symmetric_info_nce(
+                embeds["text_embeds"], embeds["mixed_embeds"], self.contrastive.logit_scale
+            )
+        return losses, embeds
+
+    def _pair_stream_losses(self, pair_batch: dict) -> dict:
+        hidden = self.vlmixer(**sub_batch_inputs(pair_batch)).last_hidden_state
+        losses = {"paired_mlm_loss": self.token_prediction_loss(hidden, pair_batch["labels"])}
+        if "caption_input_ids" in pair_batch and self.config.paired_contrastive_loss_weight > 0:
+            captions = self.sentence_embeddings(
+                input_ids=pair_batch["caption_input_ids"], attention_mask=pair_batch["caption_attention_mask"]
+            )
+            images = self.sentence_embeddings(
+                input_ids=pair_batch["image_input_ids"],
+                attention_mask=pair_batch["image_attention_mask"],
+                visual_features=pair_batch["visual_features"],
+                visual_boxes=pair_batch.get("visual_boxes"),
+            )
+            losses["paired_contrastive_loss"] = symmetric_info_nce(captions, images, self.contrastive.logit_scale)
+        return losses
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        patch_word_labels: torch.Tensor | None = None,
+        original_input_ids: torch.Tensor | None = None,
+        original_attention_mask: torch.Tensor | None = None,
+        tag_batch: dict[str, torch.Tensor] | None = None,
+        pair_batch: dict[str, torch.Tensor] | None = None,
+        **kwargs,
+    ) -> VLMixerForPreTrainingOutput:
+        r"""
+        input_ids, attention_mask, position_ids, visual_features, visual_boxes: the mixed view (`VLMixerProcessor`).
+        labels (`(batch_size, sequence_length)`): masked-LM targets on the mixed view, -100 elsewhere.
+        patch_word_labels (`(batch_size, sequence_length)`): at visual tokens, the first word piece each replaced.
+        original_input_ids, original_attention_mask: the original view, the contrastive positive of the mixed view.
+        tag_batch, pair_batch (`dict`): the image-only and paired streams (see the class docstring).
+        """
+        if kwargs:
+            raise TypeError(f"VLMixerForPreTraining got unexpected inputs {sorted(kwargs)}.")
+        losses, embeds = {}, {}
+        if input_ids is not None:
+            mixed = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         visual_features=visual_features, visual_boxes=visual_boxes)  # fmt: skip
+            losses, embeds = self._text_stream_losses(
+                mixed, labels, patch_word_labels, original_input_ids, original_attention_mask
+            )
+        if tag_batch is not None:
+            hidden = self.vlmixer(**sub_batch_inputs(tag_batch)).last_hidden_state
+            losses["tag_mlm_loss"] = self.token_prediction_loss(hidden, tag_batch["labels"])
+        if pair_batch is not None:
+            losses.update(self._pair_stream_losses(pair_batch))
+        if not losses:
+            raise ValueError("The batch carries no stream with targets: pass labels, original_input_ids, tag_batch or pair_batch.")
+        total = sum(getattr(self.config, f"{name}_weight") * value for name, value in losses.items())
+        return VLMixerForPreTrainingOutput(
+            loss=total, logit_scale=self.contrastive.logit_scale.detach(), **losses, **embeds
+        )
+
+
+__all__ = ["VLMixerPreTrainedModel", "VLMixerModel", "VLMixerForMaskedLM", "VLMixerForPreTraining", "VLMixerForPreTrainingOutput", "AUTO_MAP"]

@@ -8,6 +8,13 @@ import torch
 from .processing_vlmixer import IGNORE_INDEX, VLMixerProcessor
 
 
+# What VLMixerForPreTraining reads of the processor's CMC output (the rest is bookkeeping for pictures).
+TEXT_STREAM_INPUTS = (
+    "input_ids", "attention_mask", "position_ids", "visual_features", "visual_boxes", "patch_word_labels",
+    "original_input_ids", "original_attention_mask",
+)  # fmt: skip
+
+
 def mask_tokens(
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
@@ -33,13 +40,15 @@ def mask_tokens(
 class DataCollatorForCMC:
     """
     Collates rows `{"text": str}` into a cross-modal CutMix batch: the processor's two views, with the text tokens of
-    the mixed view masked for MLM (`labels`). Deterministic: the same `seed` gives the same mixes and masks, batch
+    the mixed view masked for MLM (`labels`) and `patch_word_share` of the visual tokens asked for the word they
+    replaced (`patch_word_labels`). Deterministic: the same `seed` gives the same mixes and masks, batch
     after batch, and `state_dict()` / `load_state_dict()` carry its random state across a resumed run.
     """
 
     processor: VLMixerProcessor
     cmc_ratio: float | None = None
     mlm_probability: float = 0.15
+    patch_word_share: float = 1.0
     max_length: int = 64
     seed: int = 0
     text_column: str = "text"
@@ -49,6 +58,8 @@ class DataCollatorForCMC:
     def __post_init__(self):
         if not 0.0 <= self.mlm_probability < 1.0:
             raise ValueError(f"`mlm_probability` must be in [0, 1), got {self.mlm_probability}.")
+        if not 0.0 <= self.patch_word_share <= 1.0:
+            raise ValueError(f"`patch_word_share` must be in [0, 1], got {self.patch_word_share}.")
         self._rng = np.random.default_rng(self.seed)
         self._torch_generator = torch.Generator().manual_seed(self.seed)
 
@@ -56,16 +67,18 @@ class DataCollatorForCMC:
         missing = [index for index, row in enumerate(rows) if self.text_column not in row]
         if missing:
             raise KeyError(f"Rows {missing[:5]} have no {self.text_column!r} column.")
-        batch = dict(
-            self.processor(
-                text=[row[self.text_column] for row in rows],
-                cmc_ratio=self.cmc_ratio,
-                generator=self._rng,
-                max_length=self.max_length,
-            )
+        batch = self.processor(
+            text=[row[self.text_column] for row in rows],
+            cmc_ratio=self.cmc_ratio,
+            generator=self._rng,
+            max_length=self.max_length,
         )
+        batch = {name: batch[name] for name in TEXT_STREAM_INPUTS}
         if self.mlm_probability > 0:
             batch["input_ids"], batch["labels"] = self._mask(batch["input_ids"], batch["attention_mask"])
+        if self.patch_word_share < 1.0:
+            asked = torch.rand(batch["patch_word_labels"].shape, generator=self._torch_generator) < self.patch_word_share
+            batch["patch_word_labels"] = batch["patch_word_labels"].masked_fill(~asked, IGNORE_INDEX)
         return batch
 
     def _mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
