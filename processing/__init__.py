@@ -7,7 +7,7 @@ from transformers import AutoProcessor
 
 from modeling_vlmixer import VLMixerConfig
 
-from .collators import DataCollatorForCMC, mask_tokens
+from .collators import DataCollatorForCMC, DataCollatorForPairs, DataCollatorForTags, mask_tokens
 from .concepts import ConceptMatch, ConceptVocabulary, normalise_form
 from .gallery import GalleryError, PatchGallery, PatchGalleryBuilder
 from .processing_vlmixer import VLMixerProcessor
@@ -19,6 +19,8 @@ __all__ = [
     "ConceptMatch",
     "ConceptVocabulary",
     "DataCollatorForCMC",
+    "DataCollatorForPairs",
+    "DataCollatorForTags",
     "GalleryError",
     "PatchGallery",
     "PatchGalleryBuilder",

@@ -1,11 +1,18 @@
-"""Data collators that turn dataset rows into VLMixer batches (CMC on the fly, then masked-LM labels)."""
+"""Data collators that turn dataset rows into VLMixer pre-training batches, one per stream.
+
+- `DataCollatorForCMC`: text-only sentences -> cross-modal CutMix views with masked-LM and patch-word labels.
+- `DataCollatorForTags`: image-only rows (regions + their concept tags) -> `[CLS] tags [SEP] regions [SEP]`, tags masked.
+- `DataCollatorForPairs`: image-caption pairs -> caption with regions (masked), plus caption-only and image-only views.
+
+All are deterministic for a seed, and `state_dict()` / `load_state_dict()` carry their random state across a resume.
+"""
 
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .processing_vlmixer import IGNORE_INDEX, VLMixerProcessor
+from .processing_vlmixer import IGNORE_INDEX, VLMixerProcessor, pad_rows
 
 
 # What VLMixerForPreTraining reads of the processor's CMC output (the rest is bookkeeping for pictures).
@@ -22,12 +29,18 @@ def mask_tokens(
     vocab_size: int,
     probability: float,
     generator: torch.Generator,
+    at_least_one: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    BERT's masking on (B, L) ids: picks `probability` of the `maskable` positions, and of those replaces 80% by
-    `[MASK]`, 10% by a random token and keeps 10%. Returns (masked ids, labels with -100 where nothing is predicted).
+    BERT's masking on (B, L) ids: picks `probability` of the `maskable` positions (and, with `at_least_one`, one
+    in every row that has any), and of those replaces 80% by `[MASK]`, 10% by a random token and keeps 10%.
+    Returns (masked ids, labels with -100 where nothing is predicted).
     """
-    picked = (torch.rand(input_ids.shape, generator=generator) < probability) & maskable
+    draws = torch.rand(input_ids.shape, generator=generator)
+    picked = (draws < probability) & maskable
+    if at_least_one:
+        lowest = torch.where(maskable, draws, torch.inf).argmin(dim=1, keepdim=True)
+        picked |= torch.zeros_like(picked).scatter_(1, lowest, True) & maskable
     labels = input_ids.masked_fill(~picked, IGNORE_INDEX)
     action = torch.rand(input_ids.shape, generator=generator)
     masked = input_ids.masked_fill(picked & (action < 0.8), mask_token_id)
@@ -37,57 +50,38 @@ def mask_tokens(
 
 
 @dataclass
-class DataCollatorForCMC:
-    """
-    Collates rows `{"text": str}` into a cross-modal CutMix batch: the processor's two views, with the text tokens of
-    the mixed view masked for MLM (`labels`) and `patch_word_share` of the visual tokens asked for the word they
-    replaced (`patch_word_labels`). Deterministic: the same `seed` gives the same mixes and masks, batch
-    after batch, and `state_dict()` / `load_state_dict()` carry its random state across a resumed run.
-    """
+class SeededCollator:
+    """Common ground of the collators: the processor, a seed, and the random state that a resume restores."""
 
     processor: VLMixerProcessor
-    cmc_ratio: float | None = None
     mlm_probability: float = 0.15
-    patch_word_share: float = 1.0
     max_length: int = 64
     seed: int = 0
-    text_column: str = "text"
     _rng: np.random.Generator = field(init=False, repr=False)
     _torch_generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
         if not 0.0 <= self.mlm_probability < 1.0:
             raise ValueError(f"`mlm_probability` must be in [0, 1), got {self.mlm_probability}.")
-        if not 0.0 <= self.patch_word_share <= 1.0:
-            raise ValueError(f"`patch_word_share` must be in [0, 1], got {self.patch_word_share}.")
         self._rng = np.random.default_rng(self.seed)
         self._torch_generator = torch.Generator().manual_seed(self.seed)
 
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        missing = [index for index, row in enumerate(rows) if self.text_column not in row]
-        if missing:
-            raise KeyError(f"Rows {missing[:5]} have no {self.text_column!r} column.")
-        batch = self.processor(
-            text=[row[self.text_column] for row in rows],
-            cmc_ratio=self.cmc_ratio,
-            generator=self._rng,
-            max_length=self.max_length,
-        )
-        batch = {name: batch[name] for name in TEXT_STREAM_INPUTS}
-        if self.mlm_probability > 0:
-            batch["input_ids"], batch["labels"] = self._mask(batch["input_ids"], batch["attention_mask"])
-        if self.patch_word_share < 1.0:
-            asked = torch.rand(batch["patch_word_labels"].shape, generator=self._torch_generator) < self.patch_word_share
-            batch["patch_word_labels"] = batch["patch_word_labels"].masked_fill(~asked, IGNORE_INDEX)
-        return batch
-
-    def _mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def mask_text(self, batch: dict, at_least_one: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks the word tokens of `batch` (not special tokens, visual tokens, regions or padding)."""
         tokenizer = self.processor.tokenizer
         special = torch.tensor(tokenizer.all_special_ids + [self.processor.image_token_id])
-        maskable = attention_mask.bool() & ~torch.isin(input_ids, special)
-        return mask_tokens(
-            input_ids, maskable, tokenizer.mask_token_id, len(tokenizer), self.mlm_probability, self._torch_generator
-        )
+        maskable = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special)
+        if "token_type_ids" in batch:
+            maskable &= batch["token_type_ids"] == 0
+        return mask_tokens(batch["input_ids"], maskable, tokenizer.mask_token_id, len(tokenizer),
+                           self.mlm_probability, self._torch_generator, at_least_one)  # fmt: skip
+
+    @staticmethod
+    def require_columns(rows: list[dict], *columns: str) -> None:
+        for column in columns:
+            missing = [index for index, row in enumerate(rows) if column not in row]
+            if missing:
+                raise KeyError(f"Rows {missing[:5]} have no {column!r} column.")
 
     def state_dict(self) -> dict:
         return {"numpy": self._rng.bit_generator.state, "torch": self._torch_generator.get_state()}
@@ -97,4 +91,94 @@ class DataCollatorForCMC:
         self._torch_generator.set_state(state["torch"])
 
 
-__all__ = ["DataCollatorForCMC", "mask_tokens"]
+@dataclass
+class DataCollatorForCMC(SeededCollator):
+    """
+    Rows `{"text": str}` -> a cross-modal CutMix batch: the processor's two views, with the word tokens of the mixed
+    view masked for MLM (`labels`) and `patch_word_share` of the visual tokens asked for the word they replaced
+    (`patch_word_labels`).
+    """
+
+    cmc_ratio: float | None = None
+    patch_word_share: float = 1.0
+    text_column: str = "text"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.patch_word_share <= 1.0:
+            raise ValueError(f"`patch_word_share` must be in [0, 1], got {self.patch_word_share}.")
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        self.require_columns(rows, self.text_column)
+        encoded = self.processor(
+            text=[row[self.text_column] for row in rows],
+            cmc_ratio=self.cmc_ratio,
+            generator=self._rng,
+            max_length=self.max_length,
+        )
+        batch = {name: encoded[name] for name in TEXT_STREAM_INPUTS}
+        if self.mlm_probability > 0:
+            batch["input_ids"], batch["labels"] = self.mask_text(batch)
+        if self.patch_word_share < 1.0:
+            asked = torch.rand(batch["patch_word_labels"].shape, generator=self._torch_generator) < self.patch_word_share
+            batch["patch_word_labels"] = batch["patch_word_labels"].masked_fill(~asked, IGNORE_INDEX)
+        return batch
+
+
+@dataclass
+class DataCollatorForTags(SeededCollator):
+    """
+    Image-only rows `{"features": (R, D), "boxes": (R, 4), "tags": [str]}` -> `tag_batch`: the tags as text followed
+    by the regions, with tag tokens masked (at least one per row) for tag-aided visual pre-training.
+    """
+
+    mlm_probability: float = 0.5
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        self.require_columns(rows, "features", "boxes", "tags")
+        encoded = self.processor(
+            text=[" ".join(dict.fromkeys(row["tags"])) for row in rows],
+            region_features=[row["features"] for row in rows],
+            boxes=[row["boxes"] for row in rows],
+            max_length=self.max_length,
+        )
+        batch = dict(encoded)
+        batch["input_ids"], batch["labels"] = self.mask_text(batch, at_least_one=True)
+        return batch
+
+
+@dataclass
+class DataCollatorForPairs(SeededCollator):
+    """
+    Paired rows `{"text": caption, "features": (R, D), "boxes": (R, 4)}` -> `pair_batch`: caption and regions with the
+    caption masked (`labels`), the caption alone (`caption_*`) and the regions alone (`image_*`) for image-text contrast.
+    """
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        self.require_columns(rows, "text", "features", "boxes")
+        captions = [row["text"] for row in rows]
+        batch = dict(
+            self.processor(
+                text=captions,
+                region_features=[row["features"] for row in rows],
+                boxes=[row["boxes"] for row in rows],
+                max_length=self.max_length,
+            )
+        )
+        batch["input_ids"], batch["labels"] = self.mask_text(batch)
+        caption_only = self.processor(text=captions, cmc_ratio=0.0, max_length=self.max_length)
+        batch["caption_input_ids"] = caption_only["input_ids"]
+        batch["caption_attention_mask"] = caption_only["attention_mask"]
+        batch.update(self.regions_only([len(np.atleast_2d(row["features"])) for row in rows]))
+        return batch
+
+    def regions_only(self, region_counts: list[int]) -> dict[str, torch.Tensor]:
+        """`[CLS] regions [SEP]` for each image: (B, max R + 2) ids and attention mask."""
+        tokenizer = self.processor.tokenizer
+        rows = [[tokenizer.cls_token_id] + [self.processor.image_token_id] * count + [tokenizer.sep_token_id]
+                for count in region_counts]  # fmt: skip
+        ids = torch.from_numpy(pad_rows(rows, tokenizer.pad_token_id))
+        return {"image_input_ids": ids, "image_attention_mask": (ids != tokenizer.pad_token_id).long()}
+
+
+__all__ = ["DataCollatorForCMC", "DataCollatorForPairs", "DataCollatorForTags", "SeededCollator", "mask_tokens"]

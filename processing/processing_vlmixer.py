@@ -196,6 +196,7 @@ class VLMixerProcessor(ProcessorMixin):
         text: str | list[str] | None = None,
         images=None,
         boxes=None,
+        region_features=None,
         cmc_ratio: float | None = None,
         seed: int | None = None,
         generator=None,
@@ -209,11 +210,11 @@ class VLMixerProcessor(ProcessorMixin):
             raise ValueError(f"`return_tensors` must be 'pt' or 'np', got {return_tensors!r}.")
         sentences = self._as_sentences(text)
         max_length = max_length or self.tokenizer.model_max_length
-        if images is not None:
-            encoded = self.encode_image_text(sentences, images, boxes, max_length)
+        if images is not None or region_features is not None:
+            encoded = self.encode_image_text(sentences, images, boxes, region_features, max_length)
         else:
             if boxes is not None:
-                raise ValueError("`boxes` are regions of `images`; pass the images too.")
+                raise ValueError("`boxes` are regions of `images` or `region_features`; pass those too.")
             ratio = self.cmc_ratio if cmc_ratio is None else cmc_ratio
             encoded = self.cross_modal_cutmix(sentences, ratio, as_numpy_generator(seed, generator), max_length)
         return BatchFeature(encoded, tensor_type=return_tensors)
@@ -316,33 +317,58 @@ class VLMixerProcessor(ProcessorMixin):
             "patch_gallery_indices": indices,
         }
 
-    def encode_image_text(self, sentences: list[str], images, boxes, max_length: int) -> dict:
-        """`[CLS] text [SEP] regions [SEP]` per pair, with region crops as `pixel_values` (N, 3, S, S)."""
-        images = [images] if not isinstance(images, (list, tuple)) else list(images)
-        if len(images) != len(sentences):
-            raise ValueError(f"Got {len(sentences)} texts but {len(images)} images; pass one image per text.")
+    def encode_image_text(self, sentences: list[str], images, boxes, region_features, max_length: int) -> dict:
+        """
+        `[CLS] text [SEP] regions [SEP]` per pair. The regions are crops of `images` (as `pixel_values` (N, 3, S, S)
+        for the model's backbone) or rows of precomputed `region_features` (a (R, D) array per text, as
+        `visual_features` (N, D)); their boxes are `boxes`, by default the whole image plus a grid (for images) or
+        the whole image (for a single feature row).
+        """
+        if images is not None and region_features is not None:
+            raise ValueError("Pass either `images` or `region_features`, not both.")
+        sources = images if images is not None else region_features
+        sources = [sources] if not isinstance(sources, (list, tuple)) else list(sources)
+        kind = "images" if images is not None else "region_features"
+        if len(sources) != len(sentences):
+            raise ValueError(f"Got {len(sentences)} texts but {len(sources)} {kind}; pass one per text.")
+        if images is None:
+            sources = [self._checked_features(features, index) for index, features in enumerate(sources)]
         if boxes is None:
-            boxes = [grid_boxes(self.grid_size)] * len(images)
-        elif len(boxes) != len(images):
-            raise ValueError(f"Got {len(images)} images but {len(boxes)} box lists; pass one list per image.")
+            boxes = [grid_boxes(self.grid_size) if images is not None else [WHOLE_IMAGE_BOX] * len(f) for f in sources]
+        elif len(boxes) != len(sources):
+            raise ValueError(f"Got {len(sources)} {kind} but {len(boxes)} box lists; pass one list per item.")
         region_boxes = [self._checked_boxes(image_boxes, index) for index, image_boxes in enumerate(boxes)]
+        if images is None and any(len(f) != len(b) for f, b in zip(sources, region_boxes)):
+            raise ValueError("Each `region_features` array needs one box per row.")
         image_token_id, sep_id = self.image_token_id, self.tokenizer.sep_token_id
-        rows, token_types, crops = [], [], []
-        for encoding, image, image_boxes in zip(
-            self._tokenize_leaving_room(sentences, region_boxes, max_length), images, region_boxes
-        ):
-            rgb = to_rgb_image(image)
-            crops += [crop_region(rgb, box) for box in image_boxes]
+        rows, token_types = [], []
+        for encoding, image_boxes in zip(self._tokenize_leaving_room(sentences, region_boxes, max_length), region_boxes):
             rows.append(encoding.ids + [image_token_id] * len(image_boxes) + [sep_id])
             token_types.append([0] * len(encoding.ids) + [1] * (len(image_boxes) + 1))
         length = max(map(len, rows))
-        return {
+        encoded = {
             "input_ids": pad_rows(rows, self.tokenizer.pad_token_id, length),
             "attention_mask": attention_mask_for(rows, length),
             "token_type_ids": pad_rows(token_types, 0, length),
-            "pixel_values": self.image_processor(images=crops, return_tensors="np")["pixel_values"],
-            "visual_boxes": np.array([box for image_boxes in region_boxes for box in image_boxes], dtype=np.float32),
+            "visual_boxes": np.concatenate(region_boxes).astype(np.float32),
         }
+        if images is None:
+            encoded["visual_features"] = np.concatenate(sources)
+        else:
+            crops = [crop_region(to_rgb_image(image), box) for image, image_boxes in zip(sources, region_boxes) for box in image_boxes]
+            encoded["pixel_values"] = self.image_processor(images=crops, return_tensors="np")["pixel_values"]
+        return encoded
+
+    @staticmethod
+    def _checked_features(features, index: int) -> np.ndarray:
+        array = np.asarray(features, dtype=np.float32)
+        if array.ndim == 1:
+            array = array[None]
+        if array.ndim != 2 or len(array) == 0:
+            raise ValueError(f"region_features[{index}] must be a non-empty (R, D) array, got shape {array.shape}.")
+        if not np.isfinite(array).all():
+            raise ValueError(f"region_features[{index}] contains NaN or infinite values.")
+        return array
 
     def _tokenize_leaving_room(self, sentences, region_boxes, max_length: int):
         """Tokenises each text so that its regions and the closing [SEP] still fit in `max_length`."""

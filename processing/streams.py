@@ -1,0 +1,159 @@
+"""Pre-training data streams: corpora on disk, seeded and resumable batch iteration, and the choice of stream per step.
+
+A `BatchStream` walks a corpus in a seeded order, epoch after epoch, hands each process its share of every global
+batch, and can say (and restore) exactly where it is, so a killed run resumes on the very batch it would have seen.
+"""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .gallery import PatchGallery
+
+
+TEXT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def load_text_corpus(path: str, text_column: str = "text", streaming: bool = False):
+    """
+    Sentences from plain text (one per line), JSON lines, parquet, or a `datasets` folder (`save_to_disk`), as a
+    `datasets` Dataset (an IterableDataset when `streaming`) with a `text` column and no empty rows.
+    """
+    from datasets import load_dataset, load_from_disk
+
+    source = Path(path)
+    if source.is_dir():
+        corpus = load_from_disk(str(source))
+        if streaming:
+            corpus = corpus.to_iterable_dataset()
+    elif source.suffix in TEXT_SUFFIXES:
+        corpus = load_dataset(TEXT_SUFFIXES[source.suffix], data_files=str(source), split="train", streaming=streaming)
+    elif not source.exists():
+        raise FileNotFoundError(f"Text corpus {path} does not exist.")
+    else:
+        raise ValueError(f"Unknown corpus format {source.suffix!r}: use .txt, .jsonl, .json, .parquet or a datasets folder.")
+    if text_column not in (corpus.column_names or [text_column]):
+        raise KeyError(f"{path} has no {text_column!r} column; it has {corpus.column_names}.")
+    if text_column != "text":
+        corpus = corpus.rename_column(text_column, "text")
+    return corpus.filter(lambda row: bool(row["text"] and row["text"].strip()))
+
+
+class GalleryRows:
+    """Gallery rows as image-only (tags) or paired (caption) examples: one region per row, its concept as tag."""
+
+    def __init__(self, gallery: PatchGallery, caption_templates: list[str] | None = None):
+        self.gallery = gallery
+        self.templates = caption_templates or ["a photo of a {}."]
+        self.concept_of_row = np.repeat(np.arange(len(gallery.concepts)), list(gallery.counts.values()))
+
+    def __len__(self) -> int:
+        return len(self.gallery)
+
+    def __getitem__(self, index: int) -> dict:
+        concept = self.gallery.concepts[self.concept_of_row[index]]
+        rows = np.array([index])
+        return {
+            "features": self.gallery.features_at(rows),
+            "boxes": self.gallery.boxes_at(rows),
+            "tags": [concept],
+            "text": self.templates[index % len(self.templates)].format(concept),
+        }
+
+
+class BatchStream:
+    """
+    Endless seeded batches of `batch_size` rows per process from a map-style corpus (reshuffled each epoch) or an
+    iterable one (shuffled with a buffer). Process `rank` of `world_size` takes rows rank, rank + world, ... of
+    every global batch.
+    """
+
+    def __init__(self, corpus, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle_buffer: int = 10_000):
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+        self.corpus, self.batch_size, self.seed = corpus, batch_size, seed
+        self.rank, self.world_size, self.shuffle_buffer = rank, world_size, shuffle_buffer
+        self.map_style = hasattr(corpus, "__getitem__") and hasattr(corpus, "__len__")
+        if self.map_style and len(corpus) < batch_size * world_size:
+            raise ValueError(f"The corpus has {len(corpus)} rows, fewer than one global batch ({batch_size * world_size}).")
+        self.epoch, self.batches_in_epoch = 0, 0
+        self._rows: Iterator | None = None
+
+    def _epoch_rows(self) -> Iterator:
+        if self.map_style:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.corpus))
+            return (self.corpus[int(i)] for i in order)
+        return iter(self.corpus.shuffle(seed=self.seed + self.epoch, buffer_size=self.shuffle_buffer))
+
+    def _start_epoch_at(self, batches_done: int) -> None:
+        self._rows = self._epoch_rows()
+        global_batch = self.batch_size * self.world_size
+        for _ in range(batches_done * global_batch):  # replay, so that the next batch is the one a resumed run expects
+            next(self._rows)
+        self.batches_in_epoch = batches_done
+
+    def next_batch(self) -> list[dict]:
+        """This process's rows of the next global batch (a short last batch of an epoch is dropped)."""
+        if self._rows is None:
+            self._start_epoch_at(self.batches_in_epoch)
+        global_rows = []
+        for row in self._rows:
+            global_rows.append(row)
+            if len(global_rows) == self.batch_size * self.world_size:
+                self.batches_in_epoch += 1
+                return global_rows[self.rank :: self.world_size]
+        self.epoch += 1
+        self._start_epoch_at(0)
+        return self.next_batch()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self._rows = state["epoch"], None
+        self.batches_in_epoch = state["batches_in_epoch"]
+
+
+class StreamChooser:
+    """Picks the stream of each step by weight, seeded, identically on every process."""
+
+    def __init__(self, weights: dict[str, float], seed: int):
+        active = {name: weight for name, weight in weights.items() if weight > 0}
+        if not active:
+            raise ValueError(f"At least one stream needs a positive weight, got {weights}.")
+        self.names = list(active)
+        self.probabilities = np.array(list(active.values())) / sum(active.values())
+        self._rng = np.random.default_rng(seed)
+
+    def next_stream(self) -> str:
+        return self.names[self._rng.choice(len(self.names), p=self.probabilities)]
+
+    def state_dict(self) -> dict:
+        return {"rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rng.bit_generator.state = state["rng"]
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """"text=1,tags=0.5" -> {"text": 1.0, "tags": 0.5}."""
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"Cannot read {item!r}: write weights as name=number, comma-separated.") from None
+    return weights
+
+
+def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints (`checkpoints/step_N` with its `trainer_state.json`), oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    found = [path for path in root.glob("step_*") if (path / "trainer_state.json").is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda path: int(path.name.removeprefix("step_")))
+
+
+__all__ = ["BatchStream", "GalleryRows", "StreamChooser", "checkpoint_dirs", "load_text_corpus", "parse_weights"]

