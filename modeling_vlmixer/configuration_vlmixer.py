@@ -80,6 +80,7 @@ class VLMixerConfig(PreTrainedConfig):
     mlm_loss_weight: float | int = 1.0
     patch_word_loss_weight: float | int = 1.0
     contrastive_loss_weight: float | int = 1.0
+    patch_alignment_loss_weight: float | int = 1.0
     tag_mlm_loss_weight: float | int = 1.0
     paired_mlm_loss_weight: float | int = 1.0
     paired_contrastive_loss_weight: float | int = 1.0

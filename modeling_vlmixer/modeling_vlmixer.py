@@ -482,6 +482,7 @@ class VLMixerForPreTrainingOutput(ModelOutput):
     mlm_loss: masked language modelling on the mixed view (text tokens).
     patch_word_loss: predicting, at visual-token positions, the word each patch replaced.
     contrastive_loss: symmetric InfoNCE between each sentence's original and mixed views.
+    patch_alignment_loss: cosine distance between each visual token and the word it replaced (projection space).
     tag_mlm_loss: tag-aided visual pre-training, masked tags predicted from the image regions.
     paired_mlm_loss: masked language modelling of captions with their image's regions.
     paired_contrastive_loss: symmetric InfoNCE between captions and their images' regions.
@@ -492,6 +493,7 @@ class VLMixerForPreTrainingOutput(ModelOutput):
     mlm_loss: torch.FloatTensor | None = None
     patch_word_loss: torch.FloatTensor | None = None
     contrastive_loss: torch.FloatTensor | None = None
+    patch_alignment_loss: torch.FloatTensor | None = None
     tag_mlm_loss: torch.FloatTensor | None = None
     paired_mlm_loss: torch.FloatTensor | None = None
     paired_contrastive_loss: torch.FloatTensor | None = None
@@ -511,8 +513,9 @@ class VLMixerForPreTraining(VLMixerPreTrainedModel):
     VLMixer pre-training. One forward computes the losses of whichever streams the batch carries:
 
     - visually-aided language pre-training on text-only sentences after cross-modal CutMix (the collator's output):
-      `mlm_loss` on the masked mixed view, `patch_word_loss` at the visual tokens, and `contrastive_loss` between
-      the original view (`original_input_ids`) and the mixed view;
+      `mlm_loss` on the masked mixed view, `patch_word_loss` at the visual tokens, `contrastive_loss` between
+      the original view (`original_input_ids`) and the mixed view, and `patch_alignment_loss` pulling each visual
+      token towards the word it replaced in the space the contrastive embeddings live in;
     - tag-aided visual pre-training (`tag_batch`: `[CLS] tags [SEP] regions [SEP]` with masked tags and `labels`);
     - paired data (`pair_batch`: caption and regions with masked caption `labels`, plus `caption_input_ids` /
       `caption_attention_mask` and `image_input_ids` / `image_attention_mask` for image-text contrast).
@@ -548,21 +551,37 @@ class VLMixerForPreTraining(VLMixerPreTrainedModel):
         hidden = self.vlmixer(**inputs).last_hidden_state
         return self.contrastive(hidden, inputs["attention_mask"])
 
+    def patch_alignment_loss(self, mixed_hidden, original_hidden, mixed_input_ids, mixed_position_ids) -> torch.Tensor:
+        """
+        Mean cosine distance, in the contrastive projection space, between each visual token of the mixed view and the
+        first word piece it replaced in the original view (the word side is the target: no gradient flows into it).
+        """
+        batch_index, slot_index = (mixed_input_ids == self.config.image_token_id).nonzero(as_tuple=True)
+        word_index = slot_index if mixed_position_ids is None else mixed_position_ids[batch_index, slot_index]
+        patches = F.normalize(self.contrastive.projection(mixed_hidden[batch_index, slot_index]), dim=-1)
+        words = F.normalize(self.contrastive.projection(original_hidden[batch_index, word_index]), dim=-1).detach()
+        return global_mean((1.0 - (patches * words).sum(dim=-1)).sum(), torch.tensor(float(len(batch_index))))
+
     def _text_stream_losses(self, mixed: dict, labels, patch_word_labels, original_input_ids, original_attention_mask):
         hidden = self.vlmixer(**mixed).last_hidden_state
-        losses = {}
+        losses, embeds = {}, {}
         if labels is not None:
             losses["mlm_loss"] = self.token_prediction_loss(hidden, labels)
         if patch_word_labels is not None and bool((patch_word_labels != IGNORE_INDEX).any()):
             losses["patch_word_loss"] = self.token_prediction_loss(hidden, patch_word_labels)
-        embeds = {}
-        if original_input_ids is not None and self.config.contrastive_loss_weight > 0:
+        config = self.config
+        if original_input_ids is None or config.contrastive_loss_weight == config.patch_alignment_loss_weight == 0:
+            return losses, embeds
+        original_hidden = self.vlmixer(input_ids=original_input_ids, attention_mask=original_attention_mask).last_hidden_state
+        if config.contrastive_loss_weight > 0:
             embeds["mixed_embeds"] = self.contrastive(hidden, mixed["attention_mask"])
-            embeds["text_embeds"] = self.sentence_embeddings(
-                input_ids=original_input_ids, attention_mask=original_attention_mask
-            )
+            embeds["text_embeds"] = self.contrastive(original_hidden, original_attention_mask)
             losses["contrastive_loss"] = symmetric_info_nce(
                 embeds["text_embeds"], embeds["mixed_embeds"], self.contrastive.logit_scale
+            )
+        if config.patch_alignment_loss_weight > 0 and bool((mixed["input_ids"] == config.image_token_id).any()):
+            losses["patch_alignment_loss"] = self.patch_alignment_loss(
+                hidden, original_hidden, mixed["input_ids"], mixed["position_ids"]
             )
         return losses, embeds
 

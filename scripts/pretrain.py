@@ -48,8 +48,8 @@ from processing.processing_vlmixer import efficientnet_image_processor
 from processing.streams import BatchStream, GalleryRows, StreamChooser, checkpoint_dirs, load_text_corpus, parse_weights
 
 
-LOSS_NAMES = ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss", "tag_mlm_loss", "paired_mlm_loss",
-              "paired_contrastive_loss")  # fmt: skip
+LOSS_NAMES = ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss", "patch_alignment_loss", "tag_mlm_loss",
+              "paired_mlm_loss", "paired_contrastive_loss")  # fmt: skip
 METRIC_FIELDS = ["step", "learning_rate", *LOSS_NAMES]  # losses are means over the steps since the previous row
 
 
@@ -347,13 +347,14 @@ def save_final(model, processor, args, folder: Path, figures: dict) -> None:
     (folder / "README.md").write_text("\n".join(card))
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     args = parse_args(argv)
     figures = train(args)
     line = json.dumps(figures)
     if args.output:
         Path(args.output).write_text(line + "\n")
     print(line)
+    return figures
 
 
 if __name__ == "__main__":

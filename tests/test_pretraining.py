@@ -59,7 +59,8 @@ def text_batch(processor, seed: int = 0):
 def test_text_stream_reports_each_loss_and_their_weighted_sum(model, processor):
     batch = text_batch(processor)
     outputs = model(**batch)
-    parts = {name: float(getattr(outputs, name)) for name in ("mlm_loss", "patch_word_loss", "contrastive_loss")}
+    names = ("mlm_loss", "patch_word_loss", "contrastive_loss", "patch_alignment_loss")
+    parts = {name: float(getattr(outputs, name)) for name in names}
     assert all(np.isfinite(v) and v > 0 for v in parts.values())
     assert float(outputs.loss) == pytest.approx(sum(parts.values()), rel=1e-5)
     assert outputs.text_embeds.shape == outputs.mixed_embeds.shape == (len(SENTENCES), 16)
@@ -68,7 +69,31 @@ def test_text_stream_reports_each_loss_and_their_weighted_sum(model, processor):
     model.config.contrastive_loss_weight, model.config.patch_word_loss_weight = 0.0, 2.0
     reweighted = model(**batch)
     assert reweighted.contrastive_loss is None
-    assert float(reweighted.loss) == pytest.approx(parts["mlm_loss"] + 2 * parts["patch_word_loss"], rel=1e-5)
+    expected = parts["mlm_loss"] + 2 * parts["patch_word_loss"] + parts["patch_alignment_loss"]
+    assert float(reweighted.loss) == pytest.approx(expected, rel=1e-5)
+    model.config.patch_alignment_loss_weight = 0.0
+    assert model(**batch).patch_alignment_loss is None
+
+
+def test_patch_alignment_compares_each_patch_with_the_word_it_replaced(model, processor):
+    batch = text_batch(processor)
+    mixed_hidden = model.vlmixer(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 position_ids=batch["position_ids"], visual_features=batch["visual_features"],
+                                 visual_boxes=batch["visual_boxes"]).last_hidden_state  # fmt: skip
+    original_hidden = model.vlmixer(input_ids=batch["original_input_ids"],
+                                    attention_mask=batch["original_attention_mask"]).last_hidden_state  # fmt: skip
+    distances = []
+    for row, slot in (batch["input_ids"] == processor.image_token_id).nonzero().tolist():
+        word = int(batch["position_ids"][row, slot])
+        assert int(batch["original_input_ids"][row, word]) == int(batch["patch_word_labels"][row, slot])
+        patch_vector = model.contrastive.projection(mixed_hidden[row, slot])
+        word_vector = model.contrastive.projection(original_hidden[row, word])
+        distances.append(1 - torch.cosine_similarity(patch_vector, word_vector, dim=0))
+    expected = torch.stack(distances).mean()
+    got = model.patch_alignment_loss(mixed_hidden, original_hidden, batch["input_ids"], batch["position_ids"])
+    torch.testing.assert_close(got, expected)
+    got.backward()
+    assert model.vlmixer.embeddings.visual.feature_projection.weight.grad is not None
 
 
 def test_vocabulary_logits_only_at_labelled_positions(model, processor):

@@ -54,7 +54,7 @@ def main(output_file: str, tokenizer_path: str) -> None:
     outputs = model(**local)
     accelerator.backward(outputs.loss)
     losses = {name: accelerator.reduce(getattr(outputs, name).detach(), "mean")
-              for name in ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss")}  # fmt: skip
+              for name in ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss", "patch_alignment_loss")}  # fmt: skip
     if accelerator.is_main_process:
         grads = {name: p.grad for name, p in accelerator.unwrap_model(model).named_parameters() if p.grad is not None}
         torch.save({"losses": losses, "grads": grads, "world": world}, output_file)

