@@ -553,13 +553,19 @@ class VLMixerForPreTraining(VLMixerPreTrainedModel):
 
     def patch_alignment_loss(self, mixed_hidden, original_hidden, mixed_input_ids, mixed_position_ids) -> torch.Tensor:
         """
-        Mean cosine distance, in the contrastive projection space, between each visual token of the mixed view and the
-        first word piece it replaced in the original view (the word side is the target: no gradient flows into it).
+        Mean cosine distance, in the contrastive projection space, between each visual token of the mixed view and
+        the word it replaced in the original view: the mean of that word's word-piece states, which span from the
+        visual token's position id to the next token's. The word side is the target: no gradient flows into it.
         """
         batch_index, slot_index = (mixed_input_ids == self.config.image_token_id).nonzero(as_tuple=True)
-        word_index = slot_index if mixed_position_ids is None else mixed_position_ids[batch_index, slot_index]
+        if mixed_position_ids is None:
+            raise ValueError("The patch alignment loss needs the mixed view's `position_ids` (VLMixerProcessor gives them).")
+        first = mixed_position_ids[batch_index, slot_index]
+        end = mixed_position_ids[batch_index, slot_index + 1]  # a visual token is never last: [SEP] follows it
+        prefix_sums = F.pad(original_hidden.detach().cumsum(dim=1), (0, 0, 1, 0))
+        words = (prefix_sums[batch_index, end] - prefix_sums[batch_index, first]) / (end - first).unsqueeze(-1)
         patches = F.normalize(self.contrastive.projection(mixed_hidden[batch_index, slot_index]), dim=-1)
-        words = F.normalize(self.contrastive.projection(original_hidden[batch_index, word_index]), dim=-1).detach()
+        words = F.normalize(self.contrastive.projection(words), dim=-1).detach()
         return global_mean((1.0 - (patches * words).sum(dim=-1)).sum(), torch.tensor(float(len(batch_index))))
 
     def _text_stream_losses(self, mixed: dict, labels, patch_word_labels, original_input_ids, original_attention_mask):

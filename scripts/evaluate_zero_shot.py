@@ -1,7 +1,8 @@
 """Zero-shot evaluation of a pre-trained VLMixer on Fashion-MNIST test images it never saw, with no paired data.
 
 - Classification: each test image enters as a visual token in a prompt ("a photo of a <image>."), each class as the
-  same prompt with its name; the nearest class in the contrastive embedding space is the prediction. Reported on all
+  same prompt with its names (the concept's surface forms, embeddings averaged); the nearest class in the
+  contrastive embedding space is the prediction. Reported on all
   10,000 test images with chance (10%) and, as a reference, a supervised linear probe on the same frozen features
   (trained on the gallery's training-image features).
 - Retrieval: scenes of 2 to 4 test images side by side on a canvas (each a region with its box) against captions
@@ -102,9 +103,20 @@ def embed(model, processor, texts: list[str], regions: list[np.ndarray] | None, 
     return torch.cat(outputs)
 
 
+def class_embeddings(model, processor, prompt: str, batch_size: int) -> torch.Tensor:
+    """(10, P): each class's prompt filled with each surface form of its concept ("trousers", "jeans", ...),
+    averaged and renormalised (prompt ensembling over the names the concept vocabulary knows)."""
+    vocabulary = processor.vocabulary
+    rows = []
+    for name in CLASS_NAMES:
+        forms = list(dict.fromkeys([name, *(vocabulary.forms(name) if vocabulary is not None and name in vocabulary else [])]))
+        rows.append(embed(model, processor, [prompt.format(form) for form in forms], None, None, batch_size).mean(0))
+    return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+
 def classify(model, processor, features: np.ndarray, prompt: str, batch_size: int) -> np.ndarray:
     """Zero-shot class ids (N,): the class prompt nearest to each image prompt."""
-    classes = embed(model, processor, [prompt.format(name) for name in CLASS_NAMES], None, None, batch_size)
+    classes = class_embeddings(model, processor, prompt, batch_size)
     image_prompt = prompt.format("<image>")
     whole = [[[0.0, 0.0, 1.0, 1.0]]] * len(features)
     images = embed(model, processor, [image_prompt] * len(features), [f[None] for f in features], whole, batch_size)

@@ -82,13 +82,15 @@ def test_patch_alignment_compares_each_patch_with_the_word_it_replaced(model, pr
                                  visual_boxes=batch["visual_boxes"]).last_hidden_state  # fmt: skip
     original_hidden = model.vlmixer(input_ids=batch["original_input_ids"],
                                     attention_mask=batch["original_attention_mask"]).last_hidden_state  # fmt: skip
-    distances = []
+    distances, spans = [], []
     for row, slot in (batch["input_ids"] == processor.image_token_id).nonzero().tolist():
-        word = int(batch["position_ids"][row, slot])
-        assert int(batch["original_input_ids"][row, word]) == int(batch["patch_word_labels"][row, slot])
+        first, end = int(batch["position_ids"][row, slot]), int(batch["position_ids"][row, slot + 1])
+        assert int(batch["original_input_ids"][row, first]) == int(batch["patch_word_labels"][row, slot])
+        spans.append(processor.tokenizer.decode(batch["original_input_ids"][row, first:end]))
         patch_vector = model.contrastive.projection(mixed_hidden[row, slot])
-        word_vector = model.contrastive.projection(original_hidden[row, word])
+        word_vector = model.contrastive.projection(original_hidden[row, first:end].mean(dim=0))
         distances.append(1 - torch.cosine_similarity(patch_vector, word_vector, dim=0))
+    assert "t - shirt" in spans and "ankle boot" in spans  # whole multi-piece words are the targets
     expected = torch.stack(distances).mean()
     got = model.patch_alignment_loss(mixed_hidden, original_hidden, batch["input_ids"], batch["position_ids"])
     torch.testing.assert_close(got, expected)
