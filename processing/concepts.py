@@ -129,6 +129,11 @@ class ConceptVocabulary:
         )
 
     @classmethod
+    def from_gallery(cls, gallery, synonyms: dict[str, list[str]] | None = None) -> "ConceptVocabulary":
+        """A vocabulary of a patch gallery's own concepts (its label set), with generated plural forms."""
+        return cls.from_labels(list(gallery.concepts), synonyms)
+
+    @classmethod
     def from_dict(cls, data: dict) -> "ConceptVocabulary":
         if data.get("format_version") != FORMAT_VERSION or not isinstance(data.get("concepts"), dict):
             raise ValueError(f"Not a concept vocabulary (format_version {FORMAT_VERSION} with a 'concepts' mapping).")

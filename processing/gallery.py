@@ -1,111 +1,367 @@
 """PatchGallery: per-concept image patch features for cross-modal CutMix, memory-mapped, sampled in O(1) per draw.
 
-On disk (no pickle): `gallery.safetensors` holds `features` (N, D) float16, `boxes` (N, 4) float32, `image_ids` (N,)
-int64, `scores` (N,) float32, `concept_offsets` (C + 1,) int64 and optionally `thumbnails` (N, t, t, 3) uint8, with rows
-grouped by concept (concept c owns rows offsets[c]:offsets[c + 1]); `gallery.json` names the concepts, the backbone
-that made the features, the feature size and the counts. The JSON is written last and marks the gallery complete.
+A gallery directory holds two files and no pickle:
+
+- `gallery.safetensors`: `features` (N, D) float16 (or float32), `boxes` (N, 4) float32 as normalised x1, y1, x2, y2,
+  `image_ids` (N,) int64, `scores` (N,) float32, `concept_offsets` (C + 1,) int64 and optionally `thumbnails`
+  (N, t, t, 3) uint8. Rows are grouped by concept: concept c owns rows offsets[c]:offsets[c + 1].
+- `gallery.json`: format_version, backbone, feature_dim, dtype, concepts (in offset order), counts, num_rows,
+  thumbnail_size and save_id. It is renamed into place last, so it marks the gallery complete; its save_id must match
+  the one in the safetensors metadata, so two files from different saves never open as one gallery.
+
+Self-contained (stdlib, numpy, torch) so that it can ship as Hub remote code.
 """
 
 import json
+import math
 import os
 import struct
-import tempfile
-from collections import defaultdict
+import uuid
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
 
 
 GALLERY_WEIGHTS_NAME = "gallery.safetensors"
 GALLERY_CONFIG_NAME = "gallery.json"
 FORMAT_VERSION = 1
-SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32, "I64": np.int64, "U8": np.uint8}
-REQUIRED_TENSORS = ("features", "boxes", "image_ids", "scores", "concept_offsets")
+
+# Little-endian on every host, as safetensors stores them.
+SAFETENSORS_DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "I64": np.dtype("<i8"), "U8": np.dtype("u1")}
+SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+FEATURE_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+STORED_DTYPES = {
+    "concept_offsets": np.dtype("<i8"),
+    "image_ids": np.dtype("<i8"),
+    "boxes": np.dtype("<f4"),
+    "scores": np.dtype("<f4"),
+    "thumbnails": np.dtype("u1"),
+}
+# Widest items first, so that every tensor starts aligned to its item size (the header is padded to 8 bytes).
+TENSOR_ORDER = ("concept_offsets", "image_ids", "boxes", "scores", "features", "thumbnails")
+REQUIRED_TENSORS = TENSOR_ORDER[:-1]
+MAX_HEADER_BYTES = 100_000_000  # the limit safetensors itself enforces
 
 
 class GalleryError(ValueError):
-    """A gallery that cannot be used: missing, corrupt, empty, or made by another backbone."""
+    """A gallery, or rows for one, that cannot be used: malformed, missing, corrupt, empty or from another backbone."""
 
 
-def check_finite_features(features: np.ndarray, feature_dim: int, where: str) -> None:
+# ---------------------------------------------------------------------------------------------- row checks
+
+
+def as_numpy(array) -> np.ndarray:
+    """A numpy array from an array-like or a torch tensor (any device; floating tensors come as float32)."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu()
+        return (array.float() if array.is_floating_point() else array).numpy()  # numpy has no bfloat16
+    return np.asarray(array)
+
+
+def checked_features(features, feature_dim: int, dtype: np.dtype, where: str) -> np.ndarray:
+    """(N, feature_dim) finite features as `dtype`."""
+    features = as_numpy(features)
     if features.ndim != 2 or features.shape[1] != feature_dim:
-        raise GalleryError(f"{where}: features must have shape (N, {feature_dim}), got {features.shape}.")
+        raise GalleryError(f"{where}: expected features of shape (N, {feature_dim}), got {features.shape}.")
     if not np.isfinite(features).all():
         raise GalleryError(f"{where}: features contain NaN or infinite values.")
+    with np.errstate(over="ignore"):  # overflow is reported just below, as an error
+        stored = features.astype(dtype)
+    if not np.isfinite(stored).all():
+        raise GalleryError(f"{where}: features exceed the {dtype.name} range (|x| <= {np.finfo(dtype).max}).")
+    return stored
 
 
-def check_boxes(boxes: np.ndarray, rows: int, where: str) -> None:
+def checked_boxes(boxes, rows: int, where: str) -> np.ndarray:
+    """(rows, 4) float32 boxes x1, y1, x2, y2 in [0, 1] with x1 <= x2 and y1 <= y2."""
+    boxes = as_numpy(boxes).astype(np.float32)
     if boxes.shape != (rows, 4):
-        raise GalleryError(f"{where}: boxes must have shape ({rows}, 4), got {boxes.shape}.")
-    if not np.isfinite(boxes).all() or boxes.min(initial=0) < 0 or boxes.max(initial=0) > 1:
+        raise GalleryError(f"{where}: expected boxes of shape ({rows}, 4) for {rows} feature rows, got {boxes.shape}.")
+    if not ((boxes >= 0) & (boxes <= 1)).all():  # NaN fails both comparisons
         raise GalleryError(f"{where}: boxes must be normalised x1, y1, x2, y2 in [0, 1].")
     if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
         raise GalleryError(f"{where}: a box has x2 < x1 or y2 < y1.")
+    return boxes
 
 
-def write_atomically(directory: str, tensors: dict[str, np.ndarray], metadata: dict) -> None:
-    """Writes both files under temporary names, then renames them: the weights first, the JSON (the marker) last."""
+def checked_column(values, rows: int, dtype: np.dtype, name: str, where: str) -> np.ndarray:
+    """(rows,) values as `dtype`: ids must come as integers (not silently truncated floats), scores must be finite."""
+    values = as_numpy(values)
+    if values.shape != (rows,):
+        raise GalleryError(f"{where}: expected {rows} {name} for {rows} feature rows, got shape {values.shape}.")
+    if dtype.kind == "i" and rows and values.dtype.kind not in "iu":
+        raise GalleryError(f"{where}: {name} must be integers, got {values.dtype}.")
+    if dtype.kind == "f" and not np.isfinite(values).all():
+        raise GalleryError(f"{where}: {name} contain NaN or infinite values.")
+    return values.astype(dtype)
+
+
+def checked_thumbnails(thumbnails, rows: int, size: int | None, where: str) -> np.ndarray:
+    """(rows, size, size, 3) uint8 thumbnails; size None accepts any square size."""
+    thumbnails = as_numpy(thumbnails)
+    side = size if size is not None else (thumbnails.shape[1] if thumbnails.ndim == 4 else "t")
+    if thumbnails.dtype != np.uint8 or thumbnails.shape != (rows, side, side, 3):
+        raise GalleryError(
+            f"{where}: expected uint8 thumbnails of shape ({rows}, {side}, {side}, 3), "
+            f"got {thumbnails.dtype} {thumbnails.shape}."
+        )
+    return thumbnails
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def gallery_config(backbone, feature_dim, dtype, concepts, offsets, thumbnail_size) -> dict:
+    """The contents of gallery.json, with a fresh save_id."""
+    counts = np.diff(offsets)
+    return {
+        "format_version": FORMAT_VERSION,
+        "backbone": backbone,
+        "feature_dim": int(feature_dim),
+        "dtype": np.dtype(dtype).name,
+        "concepts": list(concepts),
+        "counts": {concept: int(count) for concept, count in zip(concepts, counts)},
+        "num_rows": int(offsets[-1]),
+        "thumbnail_size": thumbnail_size,
+        "save_id": uuid.uuid4().hex,
+    }
+
+
+def write_safetensors(handle, tensors: dict[str, list[np.ndarray]], metadata: dict[str, str]) -> None:
+    """
+    Writes `tensors` in the safetensors layout, each given as row chunks written one after the other, so that a
+    builder's many small adds are never concatenated in memory.
+    """
+    header, end = {"__metadata__": metadata}, 0
+    for name, chunks in tensors.items():
+        dtype, row_shape = chunks[0].dtype, chunks[0].shape[1:]
+        shape = [sum(len(chunk) for chunk in chunks), *row_shape]
+        size = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": SAFETENSORS_NAMES[dtype], "shape": shape, "data_offsets": [end, end + size]}
+        end += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    handle.write(struct.pack("<Q", len(encoded)))
+    handle.write(encoded)
+    for chunks in tensors.values():
+        for chunk in chunks:
+            handle.write(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8))
+
+
+def write_synced(path: str, write) -> None:
+    """Creates `path` (never over an existing file), lets `write(handle)` fill it, and flushes it to disk."""
+    with open(path, "xb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def sync_directory(directory: str) -> None:
+    """Makes the renames in `directory` durable (Windows cannot open a directory to fsync it)."""
+    if os.name == "posix":
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def write_gallery(directory, config: dict, tensors: dict[str, list[np.ndarray]]) -> None:
+    """
+    Writes gallery.safetensors and gallery.json into `directory` atomically: both go to temporary names first, then
+    the weights and last the JSON are renamed into place. Until the weights' rename a previous gallery there stays
+    whole; between the two renames the save_ids differ and `PatchGallery.load` refuses the pair.
+    """
+    directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
-    config_path = os.path.join(directory, GALLERY_CONFIG_NAME)
-    if os.path.exists(config_path):
-        os.remove(config_path)  # the old gallery is no longer complete once its weights are being replaced
-    temporaries = []
+    dtypes = {**STORED_DTYPES, "features": FEATURE_DTYPES[config["dtype"]]}
+    ordered = {
+        name: [chunk.astype(dtypes[name], copy=False) for chunk in tensors[name]]
+        for name in TENSOR_ORDER
+        if name in tensors
+    }
+    save_id = config["save_id"]
+    weights_tmp = os.path.join(directory, f".{GALLERY_WEIGHTS_NAME}.{save_id}.tmp")
+    config_tmp = os.path.join(directory, f".{GALLERY_CONFIG_NAME}.{save_id}.tmp")
     try:
-        weights_tmp = tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False).name
-        temporaries.append(weights_tmp)
-        save_file(tensors, weights_tmp)
-        config_tmp = tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False, mode="w").name
-        temporaries.append(config_tmp)
-        with open(config_tmp, "w") as handle:
-            json.dump(metadata, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_synced(weights_tmp, lambda handle: write_safetensors(handle, ordered, {"save_id": save_id}))
+        write_synced(config_tmp, lambda handle: handle.write(json.dumps(config, indent=2).encode()))
         os.replace(weights_tmp, os.path.join(directory, GALLERY_WEIGHTS_NAME))
-        os.replace(config_tmp, config_path)
+        os.replace(config_tmp, os.path.join(directory, GALLERY_CONFIG_NAME))
+        sync_directory(directory)
     finally:
-        for leftover in temporaries:
+        for leftover in (weights_tmp, config_tmp):
             if os.path.exists(leftover):
                 os.remove(leftover)
 
 
-def memory_map_safetensors(path: str) -> dict[str, np.ndarray]:
-    """Opens every tensor of a safetensors file as a read-only numpy memmap, checking the header against the file."""
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def read_safetensors_header(path: str) -> tuple[dict, int]:
+    """(header, offset of the data) of a safetensors file, refusing a truncated or unreadable header."""
     file_size = os.path.getsize(path)
     with open(path, "rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
-            raise GalleryError(f"{path} is truncated: no safetensors header.")
+            raise GalleryError(f"{path} is truncated: it has no safetensors header.")
         (header_size,) = struct.unpack("<Q", prefix)
-        if header_size > file_size - 8:
-            raise GalleryError(f"{path} is truncated or corrupt: its header claims {header_size} bytes.")
-        try:
-            header = json.loads(handle.read(header_size))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise GalleryError(f"{path} is corrupt: unreadable safetensors header ({error}).") from error
-    data_start = 8 + header_size
+        if header_size > min(file_size - 8, MAX_HEADER_BYTES):
+            raise GalleryError(
+                f"{path} is truncated or corrupt: its header claims {header_size} bytes, the file has {file_size}."
+            )
+        raw = handle.read(header_size)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise GalleryError(f"{path} is corrupt: unreadable safetensors header ({error}).") from error
+    if not isinstance(header, dict):
+        raise GalleryError(f"{path} is corrupt: its safetensors header is not a JSON object.")
+    return header, 8 + header_size
+
+
+def tensor_layout(path: str, name: str, entry) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """(dtype, shape, start, end) of one header entry, checked for self-consistency."""
+    try:
+        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+        shape = tuple(int(size) for size in entry["shape"])
+        start, end = (int(offset) for offset in entry["data_offsets"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise GalleryError(f"{path} is corrupt or unsupported: tensor {name!r} has header entry {entry!r}.") from error
+    if min(shape, default=0) < 0 or not 0 <= start <= end or end - start != math.prod(shape) * dtype.itemsize:
+        raise GalleryError(f"{path} is corrupt: tensor {name!r} of shape {shape} spans bytes {start}:{end}.")
+    return dtype, shape, start, end
+
+
+def memory_map_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Every tensor of a safetensors file as a read-only numpy memmap (no data is read), and the file's metadata."""
+    header, data_start = read_safetensors_header(path)
+    metadata = header.pop("__metadata__", None) or {}
+    layouts = {name: tensor_layout(path, name, entry) for name, entry in header.items()}
+    data_size = os.path.getsize(path) - data_start
+    data_end = max((end for *_, end in layouts.values()), default=0)
+    if data_end > data_size:
+        raise GalleryError(f"{path} is truncated: its tensors need {data_end} bytes of data, it has {data_size}.")
+    if data_end < data_size:
+        raise GalleryError(f"{path} is corrupt: {data_size - data_end} bytes follow its last tensor.")
     tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = SAFETENSORS_DTYPES.get(info["dtype"])
-        start, end = info["data_offsets"]
-        if dtype is None:
-            raise GalleryError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}.")
-        if data_start + end > file_size:
-            raise GalleryError(f"{path} is truncated: tensor {name!r} ends past the end of the file.")
-        shape = tuple(info["shape"])
-        if end == start:
+    for name, (dtype, shape, start, end) in layouts.items():
+        if end == start:  # mmap cannot map zero bytes
             tensors[name] = np.zeros(shape, dtype=dtype)
         else:
             tensors[name] = np.memmap(path, dtype=dtype, mode="r", offset=data_start + start, shape=shape)
-    return tensors
+    return tensors, metadata
+
+
+CONFIG_FIELDS = {
+    "format_version": int,
+    "backbone": str,
+    "feature_dim": int,
+    "dtype": str,
+    "concepts": list,
+    "counts": dict,
+    "num_rows": int,
+    "thumbnail_size": (int, type(None)),
+}
+
+
+def read_gallery_config(directory: str) -> dict:
+    """gallery.json, checked for the fields and version this code reads."""
+    for name in (GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME):
+        if not os.path.isfile(os.path.join(directory, name)):
+            raise GalleryError(f"No complete gallery in {directory}: {name} is missing.")
+    path = os.path.join(directory, GALLERY_CONFIG_NAME)
+    try:
+        with open(path, "rb") as handle:
+            config = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise GalleryError(f"{path} is corrupt: {error}.") from error
+    if not isinstance(config, dict):
+        raise GalleryError(f"{path} is corrupt: it is not a JSON object.")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise GalleryError(
+            f"{path}: unknown gallery format_version {config.get('format_version')!r}; this code reads "
+            f"version {FORMAT_VERSION}."
+        )
+    for field, kind in CONFIG_FIELDS.items():
+        if not isinstance(config.get(field), kind):
+            raise GalleryError(f"{path} is corrupt: field {field!r} is {config.get(field)!r}.")
+    if config["dtype"] not in FEATURE_DTYPES:
+        raise GalleryError(f"{path}: unsupported feature dtype {config['dtype']!r} (not {list(FEATURE_DTYPES)}).")
+    if config["num_rows"] <= 0 or not config["concepts"]:
+        raise GalleryError(
+            f"{path}: the gallery is empty ({config['num_rows']} rows, {len(config['concepts'])} concepts)."
+        )
+    return config
+
+
+def check_expectations(config: dict, expected_backbone: str | None, expected_feature_dim: int | None) -> None:
+    if expected_backbone is not None and config["backbone"] != expected_backbone:
+        raise GalleryError(
+            f"The gallery was built with {config['backbone']!r} but the model expects {expected_backbone!r}; "
+            "rebuild the gallery with the model's backbone."
+        )
+    if expected_feature_dim is not None and config["feature_dim"] != expected_feature_dim:
+        raise GalleryError(
+            f"The gallery holds {config['feature_dim']}-d features but the model expects {expected_feature_dim}-d."
+        )
+
+
+def check_weights_match_config(directory: str, config: dict, tensors: dict, file_metadata: dict) -> None:
+    """Refuses a gallery.safetensors that is not the one gallery.json describes."""
+
+    def disagree(what: str) -> GalleryError:
+        return GalleryError(f"{directory}: {GALLERY_CONFIG_NAME} and {GALLERY_WEIGHTS_NAME} disagree: {what}.")
+
+    # Galleries saved before save_id existed carry none; every save now writes one.
+    if "save_id" in config and file_metadata.get("save_id") != config["save_id"]:
+        raise disagree("they come from different saves (an interrupted save?)")
+    missing = [name for name in REQUIRED_TENSORS if name not in tensors]
+    if missing:
+        raise disagree(f"the weights lack tensors {missing}")
+    rows, dim, size = config["num_rows"], config["feature_dim"], config["thumbnail_size"]
+    features = tensors["features"]
+    if features.shape != (rows, dim):
+        raise disagree(f"the JSON describes {rows} x {dim} features, the weights hold {features.shape}")
+    if features.dtype != FEATURE_DTYPES[config["dtype"]]:
+        raise disagree(f"the JSON says {config['dtype']} features, the weights hold {features.dtype.name}")
+    if size is None and "thumbnails" in tensors:
+        raise disagree("the weights hold thumbnails the JSON does not mention")
+    shapes = {"boxes": (rows, 4), "image_ids": (rows,), "scores": (rows,)}
+    shapes["concept_offsets"] = (len(config["concepts"]) + 1,)
+    if size is not None:
+        shapes["thumbnails"] = (rows, size, size, 3)
+    for name, shape in shapes.items():
+        got = tensors[name].shape if name in tensors else "nothing"
+        if got != shape:
+            raise disagree(f"{name} should have shape {shape}, got {got}")
+    offsets = np.asarray(tensors["concept_offsets"])
+    if offsets[0] != 0 or offsets[-1] != rows or (np.diff(offsets) < 0).any():
+        raise disagree(f"concept_offsets must rise from 0 to {rows}")
+    if dict(zip(config["concepts"], np.diff(offsets).tolist())) != config["counts"]:
+        raise disagree("the per-concept counts differ")
+
+
+def reopen_gallery(directory: str, save_id: str | None) -> "PatchGallery":
+    """Opens an unpickled disk-backed gallery again, if its files are still the ones that were pickled."""
+    gallery = PatchGallery.load(directory)
+    if gallery.save_id != save_id:
+        raise GalleryError(f"The gallery in {directory} was saved again after this copy of it was pickled.")
+    return gallery
+
+
+# ---------------------------------------------------------------------------------------------- gallery
 
 
 class PatchGallery:
     """
-    Patches of each concept: features (N, D), boxes (N, 4), source image ids (N,), tagger scores (N,), optional
-    thumbnails (N, t, t, 3). Read-only; copies share the same (memory-mapped) arrays.
+    Patches of each concept: features (N, D), boxes (N, 4), source image ids (N,), tagger scores (N,) and optional
+    thumbnails (N, t, t, 3), rows grouped by concept as `concept_offsets` (C + 1,) says. Read-only: the arrays may be
+    memory maps, and copies share them.
+
+    Make one with `PatchGalleryBuilder`, `PatchGallery.from_arrays`, `PatchGallery.load` or `PatchGallery.merge`.
+    The constructor only checks that the arrays fit together and never reads rows, so that a memory-mapped gallery
+    opens in constant time; `source` is the (directory, save_id) it was opened from.
     """
 
     def __init__(
@@ -118,25 +374,63 @@ class PatchGallery:
         scores: np.ndarray,
         concept_offsets: np.ndarray,
         thumbnails: np.ndarray | None = None,
+        source: tuple[str, str | None] | None = None,
     ):
+        concept_offsets = np.array(concept_offsets, dtype=np.int64)  # a copy in RAM: every draw reads it
+        if features.ndim != 2:
+            raise GalleryError(f"Features must have shape (N, D), got {features.shape}.")
         if len(concepts) == 0 or len(features) == 0:
             raise GalleryError("The gallery is empty: it needs at least one concept with one patch.")
-        if len(concept_offsets) != len(concepts) + 1 or concept_offsets[-1] != len(features):
+        if len(set(concepts)) != len(concepts):
+            raise GalleryError("Concept names must be unique within a gallery.")
+        if (
+            concept_offsets.shape != (len(concepts) + 1,)
+            or concept_offsets[0] != 0
+            or concept_offsets[-1] != len(features)
+            or (np.diff(concept_offsets) < 0).any()
+        ):
             raise GalleryError(
-                f"concept_offsets ({len(concept_offsets)} entries ending at {concept_offsets[-1]}) do not fit "
-                f"{len(concepts)} concepts and {len(features)} rows."
+                f"concept_offsets must rise from 0 to {len(features)} in {len(concepts) + 1} entries (one more than "
+                f"the concepts), got {concept_offsets.tolist()[:8]}..."
             )
-        for name, array in (("boxes", boxes), ("image_ids", image_ids), ("scores", scores), ("thumbnails", thumbnails)):
+        columns = {"boxes": boxes, "image_ids": image_ids, "scores": scores, "thumbnails": thumbnails}
+        for name, array in columns.items():
             if array is not None and len(array) != len(features):
                 raise GalleryError(f"{name} has {len(array)} rows but features have {len(features)}.")
         self.backbone = backbone
         self.concepts = list(concepts)
         self.features, self.boxes, self.image_ids, self.scores = features, boxes, image_ids, scores
         self.thumbnails = thumbnails
-        self.concept_offsets = np.asarray(concept_offsets, dtype=np.int64)
-        self._starts = self.concept_offsets[:-1]
-        self._counts = np.diff(self.concept_offsets)
+        self.concept_offsets = concept_offsets
+        self._starts = concept_offsets[:-1]
+        self._counts = np.diff(concept_offsets)
         self._concept_index = {concept: index for index, concept in enumerate(self.concepts)}
+        self._source = source
+
+    @classmethod
+    def from_arrays(
+        cls,
+        backbone: str,
+        concepts: list[str],
+        features,
+        boxes,
+        image_ids,
+        scores,
+        concept_offsets,
+        thumbnails=None,
+        dtype=np.float16,
+    ) -> "PatchGallery":
+        """
+        An in-memory gallery from arrays laid out as on disk (rows of concept c at offsets[c]:offsets[c + 1]), every
+        row checked as `PatchGalleryBuilder.add` checks it and features stored as `dtype`.
+        """
+        unchecked = cls(
+            backbone, concepts, as_numpy(features), as_numpy(boxes), as_numpy(image_ids), as_numpy(scores),
+            as_numpy(concept_offsets), None if thumbnails is None else as_numpy(thumbnails),
+        )  # fmt: skip
+        builder = PatchGalleryBuilder(backbone, unchecked.feature_dim, dtype)
+        builder.add_gallery(unchecked)
+        return builder.build()
 
     # ------------------------------------------------------------------------------------------ summary
 
@@ -145,198 +439,251 @@ class PatchGallery:
         return int(self.features.shape[1])
 
     @property
+    def dtype(self) -> np.dtype:
+        """How the features are stored (float16 unless built otherwise)."""
+        return self.features.dtype
+
+    @property
+    def thumbnail_size(self) -> int | None:
+        return None if self.thumbnails is None else int(self.thumbnails.shape[1])
+
+    @property
     def counts(self) -> dict[str, int]:
+        """Rows per concept, in row order."""
         return {concept: int(count) for concept, count in zip(self.concepts, self._counts)}
+
+    @property
+    def save_id(self) -> str | None:
+        """The id of the save this gallery was opened from; None in memory."""
+        return None if self._source is None else self._source[1]
 
     def __len__(self) -> int:
         return len(self.features)
 
     def __contains__(self, concept: str) -> bool:
+        """Whether `concept` has at least one patch to sample."""
         index = self._concept_index.get(concept)
         return index is not None and self._counts[index] > 0
 
-    def __deepcopy__(self, memo):
-        return self  # read-only: a copy may share the memory map
-
     def __repr__(self) -> str:
+        thumbnails = "" if self.thumbnails is None else f", thumbnails={self.thumbnail_size}x{self.thumbnail_size}"
         return (
-            f"PatchGallery(backbone={self.backbone!r}, feature_dim={self.feature_dim}, concepts={len(self.concepts)}, "
-            f"rows={len(self)})"
+            f"PatchGallery(backbone={self.backbone!r}, feature_dim={self.feature_dim}, dtype={self.dtype.name}, "
+            f"concepts={len(self.concepts)}, rows={len(self)}{thumbnails})"
         )
 
     def summary(self) -> str:
-        """A table of rows per concept."""
-        width = max(map(len, self.concepts))
-        lines = [repr(self)] + [f"  {concept:<{width}}  {count:>8}" for concept, count in self.counts.items()]
+        """A table of the patches per concept, under the `repr` line."""
+        width = max(len("concept"), *map(len, self.concepts))
+        lines = [repr(self), f"  {'concept':<{width}}  {'patches':>9}  {'share':>6}"]
+        for concept, count in self.counts.items():
+            lines.append(f"  {concept:<{width}}  {count:>9}  {count / len(self):>6.1%}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------------------------------ sampling
 
     def sample(self, concepts: list[str], generator: np.random.Generator) -> np.ndarray:
-        """One row drawn uniformly from each named concept's rows: (K,) int64 indices, O(1) per draw."""
+        """
+        One row drawn uniformly from the rows of each of the K `concepts`: (K,) int64 indices. O(1) per draw whatever
+        the size of the gallery: offsets[c] + floor(u * count[c]) with u uniform in [0, 1).
+        """
         try:
-            ids = np.fromiter((self._concept_index[c] for c in concepts), dtype=np.int64, count=len(concepts))
+            ids = np.array([self._concept_index[concept] for concept in concepts], dtype=np.int64)
         except KeyError as error:
-            raise KeyError(f"Concept {error.args[0]!r} is not in the gallery; known: {self.concepts[:10]}...") from None
+            unknown = error.args[0]
+            raise KeyError(f"Concept {unknown!r} is not in the gallery; check with `concept in gallery`.") from None
         counts = self._counts[ids]
-        if (counts == 0).any():
+        if not counts.all():
             empty = sorted({concepts[i] for i in np.flatnonzero(counts == 0)})
-            raise KeyError(f"Concepts {empty} have no patches in the gallery.")
+            raise KeyError(f"Concepts {empty} have no patches in the gallery; check with `concept in gallery`.")
         return self._starts[ids] + (generator.random(len(ids)) * counts).astype(np.int64)
 
-    def features_at(self, indices: np.ndarray) -> np.ndarray:
+    def features_at(self, indices) -> torch.Tensor:
         """(K,) row indices -> (K, D) float32 features."""
-        return np.asarray(self.features[indices], dtype=np.float32)
+        return torch.from_numpy(self.features[np.asarray(indices, dtype=np.int64)]).float()
 
-    def boxes_at(self, indices: np.ndarray) -> np.ndarray:
-        """(K,) row indices -> (K, 4) float32 boxes."""
-        return np.asarray(self.boxes[indices], dtype=np.float32)
+    def boxes_at(self, indices) -> torch.Tensor:
+        """(K,) row indices -> (K, 4) float32 boxes x1, y1, x2, y2 in [0, 1]."""
+        return torch.from_numpy(self.boxes[np.asarray(indices, dtype=np.int64)]).float()
 
-    def thumbnails_at(self, indices: np.ndarray) -> np.ndarray | None:
-        """(K,) row indices -> (K, t, t, 3) uint8 thumbnails, or None when the gallery stores none."""
-        return None if self.thumbnails is None else np.asarray(self.thumbnails[indices])
+    def thumbnails_at(self, indices) -> np.ndarray | None:
+        """(K,) row indices -> (K, t, t, 3) uint8 thumbnails for pictures, or None when the gallery stores none."""
+        if self.thumbnails is None:
+            return None
+        return self.thumbnails[np.asarray(indices, dtype=np.int64)]
 
     # ------------------------------------------------------------------------------------------ storage
 
-    def save(self, directory: str) -> None:
-        """Writes `gallery.safetensors` and `gallery.json` into `directory` atomically."""
+    def save(self, directory) -> None:
+        """Writes gallery.safetensors and gallery.json into `directory` atomically (see `write_gallery`)."""
+        config = gallery_config(
+            self.backbone, self.feature_dim, self.dtype, self.concepts, self.concept_offsets, self.thumbnail_size
+        )
         tensors = {
-            "features": np.ascontiguousarray(self.features),
-            "boxes": np.ascontiguousarray(self.boxes, dtype=np.float32),
-            "image_ids": np.ascontiguousarray(self.image_ids, dtype=np.int64),
-            "scores": np.ascontiguousarray(self.scores, dtype=np.float32),
-            "concept_offsets": self.concept_offsets,
+            "features": [self.features],
+            "boxes": [self.boxes],
+            "image_ids": [self.image_ids],
+            "scores": [self.scores],
+            "concept_offsets": [self.concept_offsets],
         }
         if self.thumbnails is not None:
-            tensors["thumbnails"] = np.ascontiguousarray(self.thumbnails, dtype=np.uint8)
-        metadata = {
-            "format_version": FORMAT_VERSION,
-            "backbone": self.backbone,
-            "feature_dim": self.feature_dim,
-            "dtype": str(self.features.dtype),
-            "num_rows": len(self),
-            "concepts": self.concepts,
-            "counts": self.counts,
-            "thumbnail_size": None if self.thumbnails is None else int(self.thumbnails.shape[1]),
-        }
-        write_atomically(directory, tensors, metadata)
+            tensors["thumbnails"] = [self.thumbnails]
+        write_gallery(directory, config, tensors)
 
     @classmethod
     def load(
-        cls, directory: str, expected_backbone: str | None = None, expected_feature_dim: int | None = None
+        cls, directory, expected_backbone: str | None = None, expected_feature_dim: int | None = None
     ) -> "PatchGallery":
-        """Opens a saved gallery memory-mapped, refusing one that is incomplete, corrupt, or from another backbone."""
-        config_path = os.path.join(directory, GALLERY_CONFIG_NAME)
-        weights_path = os.path.join(directory, GALLERY_WEIGHTS_NAME)
-        for path in (config_path, weights_path):
-            if not os.path.isfile(path):
-                raise GalleryError(f"No complete gallery in {directory}: {os.path.basename(path)} is missing.")
-        try:
-            with open(config_path) as handle:
-                metadata = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise GalleryError(f"{config_path} is corrupt: {error}.") from error
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise GalleryError(f"{config_path}: unknown gallery format_version {metadata.get('format_version')!r}.")
-        if expected_backbone is not None and metadata["backbone"] != expected_backbone:
-            raise GalleryError(
-                f"The gallery was built with {metadata['backbone']!r} but the model expects {expected_backbone!r}; "
-                "rebuild the gallery with the model's backbone."
-            )
-        if expected_feature_dim is not None and metadata["feature_dim"] != expected_feature_dim:
-            raise GalleryError(
-                f"The gallery holds {metadata['feature_dim']}-d features but the model expects {expected_feature_dim}."
-            )
-        tensors = memory_map_safetensors(weights_path)
-        missing = [name for name in REQUIRED_TENSORS if name not in tensors]
-        if missing:
-            raise GalleryError(f"{weights_path} lacks tensors {missing}.")
-        if tensors["features"].shape != (metadata["num_rows"], metadata["feature_dim"]):
-            raise GalleryError(
-                f"{directory}: gallery.json describes {metadata['num_rows']} x {metadata['feature_dim']} features, "
-                f"the weights hold {tensors['features'].shape}."
-            )
+        """
+        Opens a saved gallery memory-mapped, in constant time (no row is read), refusing one that is incomplete,
+        corrupt, empty, or made by another backbone or with another feature size than expected.
+        """
+        directory = os.fspath(directory)
+        config = read_gallery_config(directory)
+        check_expectations(config, expected_backbone, expected_feature_dim)
+        tensors, file_metadata = memory_map_safetensors(os.path.join(directory, GALLERY_WEIGHTS_NAME))
+        check_weights_match_config(directory, config, tensors, file_metadata)
         return cls(
-            metadata["backbone"],
-            metadata["concepts"],
+            config["backbone"],
+            config["concepts"],
             tensors["features"],
             tensors["boxes"],
             tensors["image_ids"],
             tensors["scores"],
-            np.asarray(tensors["concept_offsets"]),
+            tensors["concept_offsets"],
             tensors.get("thumbnails"),
+            source=(directory, config.get("save_id")),
         )
+
+    def __reduce_ex__(self, protocol):
+        # A memory-mapped gallery pickles (into spawned DataLoader workers, say) as its path, not as gigabytes of rows.
+        if self._source is not None:
+            return reopen_gallery, self._source
+        return super().__reduce_ex__(protocol)
+
+    def __copy__(self):
+        return self  # read-only, so a copy may be the same object
+
+    def __deepcopy__(self, memo):
+        return self  # read-only: sharing beats reading a memory map into RAM
 
     @classmethod
     def merge(cls, galleries: list["PatchGallery"]) -> "PatchGallery":
-        """One in-memory gallery holding every row of `galleries` (same backbone and feature size required)."""
+        """
+        One in-memory gallery with every row of `galleries`: concepts in order of first appearance, each concept's
+        rows in gallery order. They must share backbone, feature size and thumbnail size; features take the widest
+        of their dtypes.
+        """
         if not galleries:
             raise GalleryError("Nothing to merge.")
         first = galleries[0]
         for other in galleries[1:]:
             if (other.backbone, other.feature_dim) != (first.backbone, first.feature_dim):
                 raise GalleryError(
-                    f"Cannot merge a {other.backbone!r} gallery ({other.feature_dim}-d) into a {first.backbone!r} "
+                    f"Cannot merge a {other.backbone!r} gallery ({other.feature_dim}-d) with a {first.backbone!r} "
                     f"gallery ({first.feature_dim}-d)."
                 )
-        builder = PatchGalleryBuilder(first.backbone, first.feature_dim, dtype=first.features.dtype)
+            if other.thumbnail_size != first.thumbnail_size:
+                raise GalleryError(
+                    f"Cannot merge galleries with thumbnail sizes {first.thumbnail_size} and {other.thumbnail_size}."
+                )
+        dtype = np.result_type(*(gallery.dtype for gallery in galleries))
+        builder = PatchGalleryBuilder(first.backbone, first.feature_dim, dtype, first.thumbnail_size)
         for gallery in galleries:
-            for concept, start, end in zip(gallery.concepts, gallery._starts, gallery.concept_offsets[1:]):
-                rows = slice(start, end)
-                thumbnails = None if gallery.thumbnails is None else gallery.thumbnails[rows]
-                builder.add(concept, gallery.features[rows], gallery.boxes[rows], gallery.image_ids[rows],
-                            gallery.scores[rows], thumbnails)  # fmt: skip
+            builder.add_gallery(gallery)
         return builder.build()
 
 
-class PatchGalleryBuilder:
-    """Collects tagged regions incrementally (concepts in any order), then builds or saves a `PatchGallery`."""
+# ---------------------------------------------------------------------------------------------- building
 
-    def __init__(self, backbone: str, feature_dim: int, dtype=np.float16):
-        if not backbone:
+
+class PatchGalleryBuilder:
+    """
+    Collects tagged regions incrementally, concepts in any order and interleaved, then builds a `PatchGallery` in
+    memory (`build`) or writes one to disk (`save`), its rows grouped by concept in order of first appearance.
+
+    Args:
+        backbone: the feature extractor the features come from; a model refuses a gallery made by another one.
+        feature_dim: D, the size of every feature row.
+        dtype: how features are stored: float16 (half the disk and page cache) or float32.
+        thumbnail_size: side t of the (t, t, 3) uint8 thumbnails every add must carry; None lets the first add
+            decide, with thumbnails or without.
+    """
+
+    def __init__(self, backbone: str, feature_dim: int, dtype=np.float16, thumbnail_size: int | None = None):
+        if not isinstance(backbone, str) or not backbone:
             raise GalleryError("A gallery must record the backbone that made its features.")
-        self.backbone, self.feature_dim, self.dtype = backbone, feature_dim, np.dtype(dtype)
-        self._parts: dict[str, list[tuple]] = defaultdict(list)
-        self._has_thumbnails: bool | None = None  # fixed by the first add
+        if not isinstance(feature_dim, int) or feature_dim <= 0:
+            raise GalleryError(f"feature_dim must be a positive integer, got {feature_dim!r}.")
+        if np.dtype(dtype).name not in FEATURE_DTYPES:
+            raise GalleryError(f"Features are stored as one of {list(FEATURE_DTYPES)}, not {np.dtype(dtype).name}.")
+        if thumbnail_size is not None and (not isinstance(thumbnail_size, int) or thumbnail_size <= 0):
+            raise GalleryError(f"thumbnail_size must be a positive integer or None, got {thumbnail_size!r}.")
+        self.backbone, self.feature_dim = backbone, feature_dim
+        self.dtype = FEATURE_DTYPES[np.dtype(dtype).name]
+        self.thumbnail_size = thumbnail_size
+        self._thumbnails_decided = thumbnail_size is not None
+        self._parts: dict[str, list[dict[str, np.ndarray]]] = {}
 
     def add(self, concept: str, features, boxes, image_ids, scores, thumbnails=None) -> None:
-        """Adds N rows of one concept: features (N, D), boxes (N, 4), image_ids (N,), scores (N,), thumbnails (N, t, t, 3)."""
+        """
+        Adds N rows of one concept: features (N, D), boxes (N, 4) as normalised x1, y1, x2, y2, image_ids (N,)
+        integers, scores (N,), thumbnails (N, t, t, 3) uint8; numpy arrays, torch tensors or lists, all copied.
+        N may be 0, which records a concept without patches.
+        """
         if not isinstance(concept, str) or not concept.strip():
             raise GalleryError(f"A concept name must be a non-empty string, got {concept!r}.")
-        features = features.numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
         where = f"add({concept!r})"
-        check_finite_features(features, self.feature_dim, where)
-        rows = len(features)
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) if rows else np.zeros((0, 4), np.float32)
-        check_boxes(boxes, rows, where)
-        image_ids, scores = np.asarray(image_ids, dtype=np.int64), np.asarray(scores, dtype=np.float32)
-        if image_ids.shape != (rows,) or scores.shape != (rows,):
-            raise GalleryError(f"{where}: image_ids and scores need {rows} entries, got {image_ids.shape}, {scores.shape}.")
-        if self._has_thumbnails is not None and (thumbnails is not None) != self._has_thumbnails:
-            raise GalleryError(f"{where}: give thumbnails for every add or for none.")
+        part = {"features": checked_features(features, self.feature_dim, self.dtype, where)}
+        rows = len(part["features"])
+        part["boxes"] = checked_boxes(boxes, rows, where)
+        part["image_ids"] = checked_column(image_ids, rows, np.dtype(np.int64), "image_ids", where)
+        part["scores"] = checked_column(scores, rows, np.dtype(np.float32), "scores", where)
+        if self._thumbnails_decided and (thumbnails is None) != (self.thumbnail_size is None):
+            stored = "none" if self.thumbnail_size is None else f"{self.thumbnail_size}x{self.thumbnail_size}"
+            raise GalleryError(
+                f"{where}: this gallery's thumbnails are {stored}; give thumbnails for every add or for none."
+            )
         if thumbnails is not None:
-            thumbnails = np.asarray(thumbnails, dtype=np.uint8)
-            if thumbnails.ndim != 4 or len(thumbnails) != rows or thumbnails.shape[-1] != 3:
-                raise GalleryError(f"{where}: thumbnails must have shape ({rows}, t, t, 3), got {thumbnails.shape}.")
-        self._has_thumbnails = thumbnails is not None
-        if rows:
-            self._parts[concept].append((features.astype(self.dtype), boxes, image_ids, scores, thumbnails))
+            part["thumbnails"] = checked_thumbnails(thumbnails, rows, self.thumbnail_size, where)
+            self.thumbnail_size = part["thumbnails"].shape[1]
+        self._thumbnails_decided = True
+        self._parts.setdefault(concept, []).append(part)
+
+    def add_gallery(self, gallery: PatchGallery) -> None:
+        """Adds every row of `gallery`, concept by concept (checked like any add)."""
+        for concept, start, end in zip(gallery.concepts, gallery.concept_offsets[:-1], gallery.concept_offsets[1:]):
+            rows = slice(start, end)
+            thumbnails = None if gallery.thumbnails is None else gallery.thumbnails[rows]
+            self.add(concept, gallery.features[rows], gallery.boxes[rows], gallery.image_ids[rows],
+                     gallery.scores[rows], thumbnails)  # fmt: skip
+
+    def _layout(self) -> tuple[list[str], np.ndarray, dict[str, list[np.ndarray]]]:
+        """(concepts, (C + 1,) offsets, every tensor as row chunks in concept order)."""
+        concepts = list(self._parts)
+        counts = [sum(len(part["features"]) for part in self._parts[concept]) for concept in concepts]
+        if sum(counts) == 0:
+            raise GalleryError("The gallery is empty: no patches were added.")
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        parts = [part for concept in concepts for part in self._parts[concept]]
+        chunks = {name: [part[name] for part in parts] for name in parts[0]}
+        return concepts, offsets, chunks
 
     def build(self) -> PatchGallery:
-        concepts = list(self._parts)
-        if not concepts:
-            raise GalleryError("The gallery is empty: no patches were added.")
-        parts = [part for concept in concepts for part in self._parts[concept]]
-        counts = [sum(len(part[0]) for part in self._parts[concept]) for concept in concepts]
-        columns = [np.concatenate([part[i] for part in parts]) for i in range(4)]
-        thumbnails = np.concatenate([part[4] for part in parts]) if self._has_thumbnails else None
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return PatchGallery(self.backbone, concepts, *columns, offsets, thumbnails)
+        """The gallery in memory."""
+        concepts, offsets, chunks = self._layout()
+        arrays = {name: np.concatenate(parts) for name, parts in chunks.items()}
+        return PatchGallery(
+            self.backbone, concepts, arrays["features"], arrays["boxes"], arrays["image_ids"], arrays["scores"],
+            offsets, arrays.get("thumbnails"),
+        )  # fmt: skip
 
-    def save(self, directory: str) -> PatchGallery:
-        gallery = self.build()
-        gallery.save(directory)
-        return gallery
+    def save(self, directory) -> PatchGallery:
+        """Writes the gallery into `directory` atomically, straight from the added rows, and opens it memory-mapped."""
+        concepts, offsets, chunks = self._layout()
+        config = gallery_config(self.backbone, self.feature_dim, self.dtype, concepts, offsets, self.thumbnail_size)
+        write_gallery(directory, config, {**chunks, "concept_offsets": [offsets]})
+        return PatchGallery.load(directory)
 
 
 __all__ = ["GALLERY_CONFIG_NAME", "GALLERY_WEIGHTS_NAME", "GalleryError", "PatchGallery", "PatchGalleryBuilder"]

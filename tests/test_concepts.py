@@ -179,3 +179,16 @@ def test_not_a_vocabulary_file_is_refused(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         ConceptVocabulary.from_json(path)
+
+
+def test_vocabulary_from_a_gallerys_label_set():
+    import numpy as np
+
+    from processing import PatchGalleryBuilder
+
+    builder = PatchGalleryBuilder("efficientnet-lite0", 4)
+    for concept in ("teddy bear", "goose"):
+        builder.add(concept, np.ones((1, 4)), [[0, 0, 1, 1]], [0], [1.0])
+    vocabulary = ConceptVocabulary.from_gallery(builder.build())
+    assert vocabulary.labels == ["teddy bear", "goose"]
+    assert found(vocabulary, "Two teddy bears and three geese.") == [("teddy bears", "teddy bear"), ("geese", "goose")]

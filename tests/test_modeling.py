@@ -229,3 +229,31 @@ def test_from_bert_pretrained_matches_bert_on_text(minilm_path):
 def test_from_bert_pretrained_refuses_another_shape(minilm_path):
     with pytest.raises(Exception, match="size mismatch|not a BERT checkpoint"):
         VLMixerModel.from_bert_pretrained(minilm_path, load_backbone=False, hidden_size=768, num_attention_heads=12)
+
+
+def test_any_transformers_vision_model_can_be_the_backbone(tmp_path):
+    from transformers import ViTConfig
+
+    vision = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
+                       patch_size=16)  # fmt: skip
+    config = tiny_config(vision_backbone="auto", vision_config=vision.to_dict(), visual_feature_dim=32,
+                         feature_source=None)  # fmt: skip
+    assert config.backbone_id.startswith("auto:")
+    torch.manual_seed(0)
+    model = VLMixerForMaskedLM(config).eval()
+    assert not any(p.requires_grad for p in model.vlmixer.vision_backbone.parameters())
+    batch = tiny_batch(config)
+    pixels = torch.randn(3, 3, 32, 32)
+    from_pixels = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels,
+                        visual_boxes=batch["visual_boxes"]).logits  # fmt: skip
+    features = model.vlmixer.get_visual_features(pixels)
+    assert features.shape == (3, 32)
+    from_features = model(**dict(batch, visual_features=features)).logits
+    torch.testing.assert_close(from_pixels, from_features)
+    model.save_pretrained(tmp_path)
+    reloaded = VLMixerForMaskedLM.from_pretrained(tmp_path).eval()
+    reloaded_logits = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels,
+                               visual_boxes=batch["visual_boxes"]).logits  # fmt: skip
+    torch.testing.assert_close(reloaded_logits, from_pixels)
+    with pytest.raises(ValueError, match="either `visual_features` or `pixel_values`"):
+        model(**dict(batch, pixel_values=pixels))

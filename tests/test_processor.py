@@ -325,3 +325,28 @@ def test_cmc_picture_shows_each_patch_thumbnail_where_its_word_was(processor, tm
         for left in range(16, 200)
     )
     assert found
+
+
+# ---------------------------------------------------------------------------------------------- prompts with <image>
+
+
+def test_image_markers_place_each_region_in_the_text(processor, tokenizer):
+    features = [np.ones((1, FEATURE_DIM)), np.stack([np.full(FEATURE_DIM, v) for v in (1.0, 2.0, 3.0)])]
+    boxes = [[[0, 0, 1, 1]], [[0, 0, 0.3, 1], [0.3, 0, 0.6, 1], [0.6, 0, 1, 1]]]
+    batch = processor(text=["a photo of a <image>.", "a picture showing <image>, <image> and <image>."],
+                      region_features=features, boxes=boxes)  # fmt: skip
+    assert words(tokenizer, batch["input_ids"][0]) == ["[CLS]", "a", "photo", "of", "a", "[unused0]", ".", "[SEP]"]
+    assert words(tokenizer, batch["input_ids"][1]).count("[unused0]") == 3
+    assert batch["token_type_ids"].sum() == 0
+    torch.testing.assert_close(batch["visual_features"][1:, 0], torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="2 <image> markers but 1 regions"):
+        processor(text=["<image> and <image>"], region_features=[np.ones((1, FEATURE_DIM))])
+
+
+def test_region_features_are_checked(processor):
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        processor(text=["a dog"], region_features=[np.full((1, FEATURE_DIM), np.nan)])
+    with pytest.raises(ValueError, match="one box per row"):
+        processor(text=["a dog"], region_features=[np.ones((2, FEATURE_DIM))], boxes=[[[0, 0, 1, 1]]])
+    with pytest.raises(ValueError, match="either `images` or `region_features`"):
+        processor(text=["a dog"], images=[np.zeros((8, 8, 3), np.uint8)], region_features=[np.ones((1, FEATURE_DIM))])
