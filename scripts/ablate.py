@@ -44,7 +44,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--output_dir", default="outputs/ablations")
     parser.add_argument("--cache_dir", default="outputs/cache")
     parser.add_argument("--image_size", type=int, default=112)
-    parser.add_argument("--max_steps", type=int, default=300)
+    parser.add_argument("--max_steps", type=int, default=600)
+    parser.add_argument("--learning_rate", type=float, default=2e-4)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows", default=None, help="comma-separated row numbers (1-based) to run; default: all")
@@ -59,6 +60,7 @@ def main(argv=None) -> dict:
         training = pretrain.main([
             "--text_corpus", args.text_corpus, "--gallery", args.gallery, "--output_dir", str(run_dir),
             "--max_steps", str(args.max_steps), "--batch_size", str(args.batch_size), "--seed", str(args.seed),
+            "--learning_rate", str(args.learning_rate),
             "--image_size", str(args.image_size), "--checkpointing_steps", str(args.max_steps), "--logging_steps", "25",
             "--config_overrides", json.dumps(overrides), *extra,
         ])  # fmt: skip
