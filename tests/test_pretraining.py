@@ -60,7 +60,7 @@ def test_text_stream_reports_each_loss_and_their_weighted_sum(model, processor):
     batch = text_batch(processor)
     outputs = model(**batch)
     names = ("mlm_loss", "patch_word_loss", "contrastive_loss", "patch_alignment_loss")
-    parts = {name: float(getattr(outputs, name)) for name in names}
+    parts = {name: getattr(outputs, name).item() for name in names}
     assert all(np.isfinite(v) and v > 0 for v in parts.values())
     assert float(outputs.loss) == pytest.approx(sum(parts.values()), rel=1e-5)
     assert outputs.text_embeds.shape == outputs.mixed_embeds.shape == (len(SENTENCES), 16)
