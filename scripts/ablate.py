@@ -16,6 +16,7 @@ SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
 
 import evaluate_zero_shot  # noqa: E402
+from figures import report  # noqa: E402
 import pretrain  # noqa: E402
 
 
@@ -75,11 +76,7 @@ def main(argv=None) -> dict:
         t2i = "/".join(f"{row[f'text_to_image_R@{k}']:.1%}" for k in (1, 5, 10))
         print(f"| {name} | {row['zero_shot_top1']:.1%} | {i2t} | {t2i} |")
     figures = {"max_steps": args.max_steps, "batch_size": args.batch_size, "seed": args.seed, "rows": results}
-    line = json.dumps(figures)
-    if args.output:
-        Path(args.output).write_text(line + "\n")
-    print(line)
-    return figures
+    return report(figures, args.output)
 
 
 if __name__ == "__main__":

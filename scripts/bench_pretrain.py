@@ -11,11 +11,8 @@ The last line on stdout is one JSON object with the figures (also written to --o
 """
 
 import argparse
-import json
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +23,8 @@ from processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilde
 from processing.processing_vlmixer import efficientnet_image_processor
 
 from bench_processor import make_sentences
+
+from figures import report
 
 
 FEATURE_DIM = 1280
@@ -168,10 +167,7 @@ def main() -> None:
     figures = {"device": args.device, "dtype": args.dtype, "matmul_peak_gflops": round(peak, 1),
                "batch_size": args.batch_size, "length": args.length, "presets": results,
                "ratio": results[0]["ratio"]}  # fmt: skip
-    line = json.dumps(figures)
-    if args.output:
-        Path(args.output).write_text(line + "\n")
-    print(line)
+    report(figures, args.output)
 
 
 if __name__ == "__main__":

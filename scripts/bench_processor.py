@@ -16,11 +16,9 @@ import os
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core: no tokenizer thread pool
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +26,8 @@ from transformers import AutoTokenizer
 
 from processing import ConceptVocabulary, PatchGallery, PatchGalleryBuilder, VLMixerProcessor
 from processing.processing_vlmixer import efficientnet_image_processor
+
+from figures import report
 
 
 SUBJECTS = ["a man", "a young woman", "two children", "an old dog", "a black cat", "the horse", "a teddy bear",
@@ -153,10 +153,7 @@ def main() -> None:
         "large_gallery_build_s": round(build_seconds, 1),
         "threads": 1,
     }
-    line = json.dumps(figures)
-    if args.output:
-        Path(args.output).write_text(line + "\n")
-    print(line)
+    report(figures, args.output)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,9 @@ Example:
 """
 
 import argparse
-import json
 import sys
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -28,6 +26,8 @@ from processing import ConceptVocabulary, PatchGalleryBuilder
 from processing.features import RegionFeatureExtractor
 from processing.processing_vlmixer import crop_region, to_rgb_image
 from processing.sources import coco_images, dataset_images, fashion_mnist_images
+
+from figures import report
 
 
 MIN_SIDE_PX = 8
@@ -153,11 +153,7 @@ def main(argv=None) -> dict:
         "seconds": round(seconds, 1),
         "images_per_s": round(images_read / seconds, 1),
     }
-    line = json.dumps(summary)
-    if args.output:
-        Path(args.output).write_text(line + "\n")
-    print(line)
-    return summary
+    return report(summary, args.output)
 
 
 if __name__ == "__main__":

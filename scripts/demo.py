@@ -28,6 +28,7 @@ sys.path.insert(0, str(SCRIPTS))
 
 import build_gallery  # noqa: E402
 import evaluate_zero_shot  # noqa: E402
+from figures import report  # noqa: E402
 import make_corpus  # noqa: E402
 import pretrain  # noqa: E402
 
@@ -182,11 +183,7 @@ def main(argv=None) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
     }
     (output_dir / "figures.json").write_text(json.dumps(figures, indent=2))
-    line = json.dumps(figures)
-    if args.output:
-        Path(args.output).write_text(line + "\n")
-    print(line)
-    return figures
+    return report(figures, args.output)
 
 
 if __name__ == "__main__":

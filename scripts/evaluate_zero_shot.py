@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from figures import report
+
 
 CLASS_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 SCENE_NAMES = {  # singular, plural: the retrieval captions' wording
@@ -269,11 +271,7 @@ def main(argv=None) -> dict:
     if args.confusion_png:
         plot_confusion(labels, predictions, accuracy, args.confusion_png)
     figures["seconds"] = round(time.perf_counter() - started, 1)
-    line = json.dumps(figures)
-    if args.output:
-        Path(args.output).write_text(line + "\n")
-    print(line)
-    return figures
+    return report(figures, args.output)
 
 
 if __name__ == "__main__":

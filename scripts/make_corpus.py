@@ -11,13 +11,14 @@ The last line on stdout is one JSON object with the counts (also written to --ou
 """
 
 import argparse
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
 from processing import ConceptVocabulary
+
+from figures import report
 
 
 WORDNET_NOUNS = "/usr/share/wordnet/data.noun"
@@ -137,11 +138,7 @@ def main(argv=None) -> dict:
     temporary.replace(output)
     counts = {"sentences": len(corpus), "generated": len(generated), "wordnet_glosses": len(glosses),
               "plain": len(plain), "with_grounded_words": grounded, "file": str(output)}  # fmt: skip
-    line = json.dumps(counts)
-    if args.output:
-        Path(args.output).write_text(line + "\n")
-    print(line)
-    return counts
+    return report(counts, args.output)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Example:
 import argparse
 import csv
 import json
-import math
 import os
 import shutil
 import sys
@@ -46,6 +45,8 @@ from processing import (
 )
 from processing.processing_vlmixer import efficientnet_image_processor
 from processing.streams import BatchStream, GalleryRows, StreamChooser, checkpoint_dirs, load_text_corpus, parse_weights
+
+from figures import report
 
 
 LOSS_NAMES = ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss", "patch_alignment_loss", "tag_mlm_loss",
@@ -350,11 +351,7 @@ def save_final(model, processor, args, folder: Path, figures: dict) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     figures = train(args)
-    line = json.dumps(figures)
-    if args.output:
-        Path(args.output).write_text(line + "\n")
-    print(line)
-    return figures
+    return report(figures, args.output)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, BertModel, pipeline
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, BertModel
 
 from modeling_vlmixer import VLMixerConfig, VLMixerForMaskedLM, VLMixerModel
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, AutoTokenizer
 
-from modeling_vlmixer import VLMixerConfig, VLMixerModel
+from modeling_vlmixer import VLMixerModel
 from processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor
 from processing.processing_vlmixer import efficientnet_image_processor
 
