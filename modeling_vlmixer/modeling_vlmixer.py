@@ -163,12 +163,13 @@ class VLMixerPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) with output_loading_info
         # Loading replaces the backbone's parameters with fresh, trainable ones; it is frozen by design.
         backbone = getattr(model.base_model, "vision_backbone", None)
         if backbone is not None:
             backbone.requires_grad_(False)
-        return model
+        return loaded
 
     @classmethod
     def from_bert_pretrained(cls, pretrained_model_name_or_path: str, load_backbone: bool = True, **config_overrides):
@@ -336,10 +337,9 @@ class VLMixerOnlyMLMHead(nn.Module):
         return self.predictions(sequence_output)
 
 
-class VLMixerForMaskedLM(VLMixerPreTrainedModel):
-    """VLMixer with a masked language modelling head; works with the `fill-mask` pipeline."""
+class VLMixerPreTrainedModelWithMLMHead(VLMixerPreTrainedModel):
+    """The encoder (no pooler) with BERT's MLM head, its decoder tied to the word embeddings: the heads that predict words."""
 
-    _auto_class = "AutoModelForMaskedLM"
     _tied_weights_keys = {
         "cls.predictions.decoder.weight": "vlmixer.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",
@@ -349,7 +349,6 @@ class VLMixerForMaskedLM(VLMixerPreTrainedModel):
         super().__init__(config)
         self.vlmixer = VLMixerModel(config, add_pooling_layer=False)
         self.cls = VLMixerOnlyMLMHead(config)
-        self.post_init()
 
     def get_output_embeddings(self):
         return self.cls.predictions.decoder
@@ -357,6 +356,16 @@ class VLMixerForMaskedLM(VLMixerPreTrainedModel):
     def set_output_embeddings(self, new_embeddings):
         self.cls.predictions.decoder = new_embeddings
         self.cls.predictions.bias = new_embeddings.bias
+
+
+class VLMixerForMaskedLM(VLMixerPreTrainedModelWithMLMHead):
+    """VLMixer with a masked language modelling head; works with the `fill-mask` pipeline."""
+
+    _auto_class = "AutoModelForMaskedLM"
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__(config)
+        self.post_init()
 
     @can_return_tuple
     def forward(
@@ -508,7 +517,7 @@ def sub_batch_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: batch[name] for name in names if batch.get(name) is not None}
 
 
-class VLMixerForPreTraining(VLMixerPreTrainedModel):
+class VLMixerForPreTraining(VLMixerPreTrainedModelWithMLMHead):
     """
     VLMixer pre-training. One forward computes the losses of whichever streams the batch carries:
 
@@ -524,21 +533,11 @@ class VLMixerForPreTraining(VLMixerPreTrainedModel):
     """
 
     _auto_class = "AutoModelForPreTraining"
-    _tied_weights_keys = VLMixerForMaskedLM._tied_weights_keys
 
     def __init__(self, config: VLMixerConfig):
         super().__init__(config)
-        self.vlmixer = VLMixerModel(config, add_pooling_layer=False)
-        self.cls = VLMixerOnlyMLMHead(config)
         self.contrastive = VLMixerContrastiveHead(config)
         self.post_init()
-
-    def get_output_embeddings(self):
-        return self.cls.predictions.decoder
-
-    def set_output_embeddings(self, new_embeddings):
-        self.cls.predictions.decoder = new_embeddings
-        self.cls.predictions.bias = new_embeddings.bias
 
     def token_prediction_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the vocabulary at the labelled positions of (B, L, H) only: (M, vocab) logits, not (B, L, vocab)."""

