@@ -118,6 +118,18 @@ def dataset_images(path: str, image_column: str, label_column: str, split: str |
         yield TaggedImage(index, lambda image=row[image_column]: image, [WHOLE_IMAGE], [concept], [1.0])
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def folder_images(directory: str | os.PathLike) -> Iterator[TaggedImage]:
+    """The image files of a folder (recursively, in name order), untagged: a tagger gives their regions."""
+    paths = sorted(p for p in Path(directory).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"{directory} holds no image file ({', '.join(IMAGE_SUFFIXES)}).")
+    for index, path in enumerate(paths):
+        yield TaggedImage(index, lambda path=path: load_image_file(path))
+
+
 def load_image_file(path: str | os.PathLike):
     """Opens an image file fully (so that a truncated file fails here, where it can be skipped)."""
     from PIL import Image
@@ -133,6 +145,7 @@ __all__ = [
     "coco_images",
     "dataset_images",
     "fashion_mnist_images",
+    "folder_images",
     "load_fashion_mnist",
     "read_idx",
 ]

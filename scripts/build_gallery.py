@@ -5,6 +5,14 @@ Sources (pick one):
                             /usr/share/datasets/fashion-mnist); each image is one region tagged with its class.
   --coco_annotations FILE   a COCO-format annotation file (boxes + category names) with --image_dir.
   --dataset PATH            a `datasets` folder (save_to_disk) with --image_column and --label_column.
+  --image_folder DIR        a folder of images with no annotations (needs --tagger imagenet or detector).
+
+Regions and tags (--tagger):
+  labels     the source's own boxes and labels (default);
+  imagenet   offline: the built-in EfficientNet-Lite0's ImageNet head on the whole image and the cells of a
+             --grid_size grid, regions kept above --min_score; with a --vocabulary, ImageNet classes are named by their
+             nearest WordNet hypernym the vocabulary knows ("tabby" -> "cat"; needs Debian's wordnet-base);
+  detector   a transformers object-detection model (--detector_model, e.g. facebook/detr-resnet-50; online users).
 
 The gallery (gallery.safetensors + gallery.json) is written atomically to --output_dir; corrupt, empty or tiny images
 are skipped and counted. The last line on stdout is one JSON object with the summary (also written to --output).
@@ -25,7 +33,8 @@ from tqdm.auto import tqdm
 from processing import ConceptVocabulary, PatchGalleryBuilder
 from processing.features import RegionFeatureExtractor
 from processing.processing_vlmixer import crop_region, to_rgb_image
-from processing.sources import coco_images, dataset_images, fashion_mnist_images
+from processing.sources import coco_images, dataset_images, fashion_mnist_images, folder_images
+from processing.tagging import ConceptNamer, DetectorTagger, ImageNetTagger, WordNetHypernyms
 
 from figures import report
 
@@ -40,6 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     source.add_argument("--fashion_mnist", metavar="DIR", help="folder with the Fashion-MNIST idx files")
     source.add_argument("--coco_annotations", metavar="FILE", help="COCO-format annotation JSON")
     source.add_argument("--dataset", metavar="PATH", help="a datasets folder saved with save_to_disk")
+    source.add_argument("--image_folder", metavar="DIR", help="a folder of unannotated images (jpg, png, ...)")
+    parser.add_argument("--tagger", choices=("labels", "imagenet", "detector"), default="labels",
+                        help="where regions and tags come from (see above)")  # fmt: skip
+    parser.add_argument("--grid_size", type=int, default=0, help="imagenet tagger: also tag the cells of this grid")
+    parser.add_argument("--detector_model", default=None, help="detector tagger: a model name or folder")
     parser.add_argument("--split", default="train", help="Fashion-MNIST or datasets split (default: train)")
     parser.add_argument("--per_class", type=int, default=None, help="Fashion-MNIST: class-balanced subset size")
     parser.add_argument("--image_dir", help="COCO: folder of the image files")
@@ -50,7 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backbone", default="efficientnet-lite0", help="'efficientnet-lite0' or 'auto:<model>'")
     parser.add_argument("--image_size", type=int, default=224, help="crop size fed to the backbone")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--min_score", type=float, default=0.0, help="drop regions tagged below this score")
+    parser.add_argument("--min_score", type=float, default=None,
+                        help="drop regions tagged below this score (default: 0 for labels, 0.3 imagenet, 0.5 detector)")  # fmt: skip
     parser.add_argument("--thumbnail_size", type=int, default=None, help="store t x t thumbnails for the CMC picture")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", required=True, help="where gallery.safetensors and gallery.json go")
@@ -67,6 +82,8 @@ def load_vocabulary(name: str | None) -> ConceptVocabulary | None:
 
 
 def tagged_images(args, class_names: list[str]):
+    if args.image_folder:
+        return folder_images(args.image_folder)
     if args.fashion_mnist:
         return fashion_mnist_images(args.split, class_names, args.per_class, args.seed, args.fashion_mnist)
     if args.coco_annotations:
@@ -76,14 +93,29 @@ def tagged_images(args, class_names: list[str]):
     return dataset_images(args.dataset, args.image_column, args.label_column, args.split)
 
 
-def canonical_concept(tag: str, vocabulary: ConceptVocabulary | None) -> str | None:
-    """The vocabulary label a tag names (the tag itself without a vocabulary), or None when it names none."""
-    if vocabulary is None:
-        return tag
-    if tag in vocabulary:
-        return tag
-    matches = vocabulary.find(tag)
-    return matches[0].concept if len(matches) == 1 and matches[0].end - matches[0].start == len(tag.strip()) else None
+DEFAULT_MIN_SCORE = {"labels": 0.0, "imagenet": 0.3, "detector": 0.5}
+
+
+def build_tagger(args):
+    """None for the source's own labels, else a callable image -> [(box, class names, score)]."""
+    min_score = DEFAULT_MIN_SCORE[args.tagger] if args.min_score is None else args.min_score
+    if args.tagger == "imagenet":
+        return ImageNetTagger(min_score, args.grid_size)
+    if args.tagger == "detector":
+        if not args.detector_model:
+            sys.exit("--tagger detector needs --detector_model (a transformers object-detection model)")
+        return DetectorTagger(args.detector_model, min_score)
+    if args.image_folder:
+        sys.exit("--image_folder has no labels: pass --tagger imagenet (offline) or --tagger detector")
+    return None
+
+
+def retagged(tagged, image, tagger) -> tuple[list, list[list[str]], list[float]]:
+    """The regions of an image: the source's (each label its own name list) or the tagger's."""
+    if tagger is None:
+        return tagged.boxes, [[tag] for tag in tagged.concepts], tagged.scores
+    regions = tagger(image)
+    return [r[0] for r in regions], [r[1] for r in regions], [r[2] for r in regions]
 
 
 def safe_image(tagged, skipped: Counter):
@@ -106,6 +138,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     vocabulary = load_vocabulary(args.vocabulary or ("fashion_mnist" if args.fashion_mnist else None))
     class_names = vocabulary.labels if vocabulary is not None else []
+    tagger = build_tagger(args)
+    min_score = DEFAULT_MIN_SCORE[args.tagger] if args.min_score is None else args.min_score
+    hypernyms = WordNetHypernyms() if args.tagger == "imagenet" and vocabulary is not None else None
+    name_concept = ConceptNamer(vocabulary, hypernyms)
     extractor = RegionFeatureExtractor(args.backbone, args.image_size, args.batch_size)
     builder = PatchGalleryBuilder(extractor.backbone_id, extractor.feature_dim)
     skipped, pending = Counter(), defaultdict(list)
@@ -125,9 +161,9 @@ def main(argv=None) -> dict:
         if image is None:
             continue
         images_read += 1
-        for box, tag, score in zip(tagged.boxes, tagged.concepts, tagged.scores):
-            concept = canonical_concept(tag, vocabulary)
-            if concept is None or score < args.min_score:
+        for box, names, score in zip(*retagged(tagged, image, tagger)):
+            concept = name_concept(names)
+            if concept is None or score < min_score:
                 skipped["untagged or low-score regions"] += 1
                 continue
             crop = crop_region(image, box)
