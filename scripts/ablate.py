@@ -49,6 +49,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning_rate", type=float, default=2e-4)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse_trained", action="store_true",
+                        help="evaluate a row's existing final/ folder instead of training it again")  # fmt: skip
     parser.add_argument("--rows", default=None, help="comma-separated row numbers (1-based) to run; default: all")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
@@ -58,23 +60,29 @@ def main(argv=None) -> dict:
         extra, overrides = ROWS[name]
         run_dir = Path(args.output_dir) / f"row{list(ROWS).index(name) + 1}"
         print(f"\n=== [{index}/{len(chosen)}] {name}", flush=True)
-        training = pretrain.main([
-            "--text_corpus", args.text_corpus, "--gallery", args.gallery, "--output_dir", str(run_dir),
-            "--max_steps", str(args.max_steps), "--batch_size", str(args.batch_size), "--seed", str(args.seed),
-            "--learning_rate", str(args.learning_rate),
-            "--image_size", str(args.image_size), "--checkpointing_steps", str(args.max_steps), "--logging_steps", "25",
-            "--config_overrides", json.dumps(overrides), *extra,
-        ])  # fmt: skip
+        if args.reuse_trained and (run_dir / "final" / "model.safetensors").exists():
+            training = pretrain.loss_figures(run_dir / "metrics.csv")
+        else:
+            training = pretrain.main([
+                "--text_corpus", args.text_corpus, "--gallery", args.gallery, "--output_dir", str(run_dir),
+                "--max_steps", str(args.max_steps), "--batch_size", str(args.batch_size), "--seed", str(args.seed),
+                "--learning_rate", str(args.learning_rate), "--image_size", str(args.image_size),
+                "--checkpointing_steps", str(args.max_steps), "--logging_steps", "25",
+                "--config_overrides", json.dumps(overrides), *extra,
+            ])  # fmt: skip
         evaluation = evaluate_zero_shot.main(["--model", str(run_dir / "final"), "--cache_dir", args.cache_dir,
-                                              "--image_size", str(args.image_size), "--seed", str(args.seed)])  # fmt: skip
-        results[name] = {"zero_shot_top1": evaluation["zero_shot_top1"], **evaluation["retrieval"],
+                                              "--image_size", str(args.image_size), "--seed", str(args.seed),
+                                              "--probe_gallery", args.gallery])  # fmt: skip
+        results[name] = {"zero_shot_top1": evaluation["zero_shot_top1"], "prompt": evaluation["prompt"],
+                         "zero_shot_top1_prompt_ensemble": evaluation["zero_shot_top1_prompt_ensemble"],
+                         "linear_probe_top1": evaluation["linear_probe_top1"], **evaluation["retrieval"],
                          "last_loss": training.get("last_loss")}  # fmt: skip
-    print("\n| row | zero-shot top-1 | scene→caption R@1/5/10 | caption→scene R@1/5/10 |")
-    print("| --- | --- | --- | --- |")
+    print("\n| row | zero-shot top-1 (chosen prompt) | all prompts averaged | scene→caption R@1/5/10 | caption→scene R@1/5/10 |")
+    print("| --- | --- | --- | --- | --- |")
     for name, row in results.items():
         i2t = "/".join(f"{row[f'image_to_text_R@{k}']:.1%}" for k in (1, 5, 10))
         t2i = "/".join(f"{row[f'text_to_image_R@{k}']:.1%}" for k in (1, 5, 10))
-        print(f"| {name} | {row['zero_shot_top1']:.1%} | {i2t} | {t2i} |")
+        print(f"| {name} | {row['zero_shot_top1']:.1%} | {row['zero_shot_top1_prompt_ensemble']:.1%} | {i2t} | {t2i} |")
     figures = {"max_steps": args.max_steps, "batch_size": args.batch_size, "seed": args.seed, "rows": results}
     return report(figures, args.output)
 

@@ -106,10 +106,10 @@ def evaluate(folder: str, args, *extra: str) -> dict:
                                     str(args.image_size), *extra])  # fmt: skip
 
 
-def evaluate_as_remote_code(folder: str, args) -> dict:
+def evaluate_as_remote_code(folder: str, args, prompt: str) -> dict:
     """The evaluation again, in a fresh process that cannot import this package: the folder must carry everything."""
     command = [sys.executable, str(SCRIPTS / "evaluate_zero_shot.py"), "--model", folder, "--trust_remote_code",
-               "--cache_dir", args.cache_dir, "--image_size", str(args.image_size), "--scenes", "0"]  # fmt: skip
+               "--cache_dir", args.cache_dir, "--image_size", str(args.image_size), "--scenes", "0", "--prompt", prompt]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
     if result.returncode != 0:
         sys.exit(f"Reloading {folder} as remote code failed:\n{result.stderr[-3000:]}")
@@ -155,7 +155,8 @@ def main(argv=None) -> dict:
     cmc_picture(str(checkpoint), output_dir / "cmc_examples.png")
     retrieval = results["retrieval"]
     write_model_card(checkpoint, {
-        "zero_shot_top1": f"{results['zero_shot_top1']:.1%}", "linear_probe_top1": f"{results['linear_probe_top1']:.1%}",
+        "zero_shot_top1": f"{results['zero_shot_top1']:.1%}", "prompt": results["prompt"],
+        "prompt_ensemble_top1": f"{results['zero_shot_top1_prompt_ensemble']:.1%}", "linear_probe_top1": f"{results['linear_probe_top1']:.1%}",
         "i2t_r1": f"{retrieval['image_to_text_R@1']:.1%}", "i2t_r5": f"{retrieval['image_to_text_R@5']:.1%}",
         "i2t_r10": f"{retrieval['image_to_text_R@10']:.1%}", "t2i_r1": f"{retrieval['text_to_image_R@1']:.1%}",
         "t2i_r5": f"{retrieval['text_to_image_R@5']:.1%}", "t2i_r10": f"{retrieval['text_to_image_R@10']:.1%}",
@@ -163,13 +164,16 @@ def main(argv=None) -> dict:
         "chance_r10": f"{retrieval['chance_R@10']:.1%}", "max_steps": args.max_steps, "batch_size": args.batch_size,
         "per_class": args.per_class, "cmc_ratio": args.cmc_ratio, "image_size": args.image_size,
     })  # fmt: skip
-    reloaded = evaluate_as_remote_code(str(checkpoint), args)
+    reloaded = evaluate_as_remote_code(str(checkpoint), args, results["prompt"])
     print(f"reloaded {checkpoint} as {reloaded['loaded_as']}: zero-shot top-1 {reloaded['zero_shot_top1']:.2%}")
     if reloaded["zero_shot_top1"] != results["zero_shot_top1"]:
         sys.exit(f"The reloaded folder gives {reloaded['zero_shot_top1']} instead of {results['zero_shot_top1']}.")
 
     figures = {
         "zero_shot_top1": results["zero_shot_top1"],
+        "prompt": results["prompt"],
+        "prompt_selection": results["prompt_selection"],
+        "zero_shot_top1_prompt_ensemble": results["zero_shot_top1_prompt_ensemble"],
         "chance": 0.1,
         "linear_probe_top1": results["linear_probe_top1"],
         "reloaded_zero_shot_top1": reloaded["zero_shot_top1"],

