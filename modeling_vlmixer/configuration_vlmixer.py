@@ -28,6 +28,9 @@ class VLMixerConfig(PreTrainedConfig):
     visual_feature_dim (`int`): size of one region feature produced by the visual backbone (1280 for EfficientNet-Lite0).
     visual_box_dim (`int`): size of the box geometry fed to the model, 4 (x1, y1, x2, y2) or 6 (plus width, height).
     image_token_id (`int`): the placeholder token id where a visual token goes (`[unused0]`, id 1, in BERT's vocabulary).
+    cls_token_id, sep_token_id (`int`): `[CLS]` and `[SEP]` (101 and 102 in BERT's vocabulary). The model writes them
+        itself where it builds sequences: an image alone (`[CLS] regions [SEP]`), a caption with an image for image-text
+        matching, the start and the end of a generated caption.
     vision_backbone (`str`): which module turns `pixel_values` into features: `"efficientnet-lite0"` (built in, frozen),
         `"auto"` (any vision model `transformers.AutoModel` builds from `vision_config`), or `"precomputed"` (the model
         has no backbone and reads `visual_features` only, e.g. VinVL/BUTD features on disk).
@@ -37,6 +40,12 @@ class VLMixerConfig(PreTrainedConfig):
     projection_dim (`int`): size of the contrastive sentence embedding.
     logit_scale_init_value (`float`): initial value of the learnable log inverse temperature (log(1/0.07) as CLIP).
     *_loss_weight (`float`): weights of the pre-training losses in their sum (see `VLMixerForPreTraining`).
+        `paired_contrastive_loss_weight` and `paired_matching_loss_weight` also weigh the two losses of
+        `VLMixerForImageTextRetrieval` fine-tuned on matched pairs.
+    classifier_dropout (`float`, *optional*): dropout before the classifiers of the downstream heads (question answering,
+        visual reasoning, sequence classification); `hidden_dropout_prob` when unset, as in BERT.
+    num_labels, id2label, label2id, problem_type: the classes of the downstream heads, as in BERT (the answer
+        vocabulary of `VLMixerForQuestionAnswering`).
 
     Example:
 
@@ -71,6 +80,8 @@ class VLMixerConfig(PreTrainedConfig):
     visual_feature_dim: int = EFFICIENTNET_LITE0_FEATURE_DIM
     visual_box_dim: int = 6
     image_token_id: int = 1
+    cls_token_id: int = 101
+    sep_token_id: int = 102
     vision_backbone: str = "efficientnet-lite0"
     vision_config: dict | None = None
     feature_source: str | None = None
@@ -84,6 +95,7 @@ class VLMixerConfig(PreTrainedConfig):
     tag_mlm_loss_weight: float | int = 1.0
     paired_mlm_loss_weight: float | int = 1.0
     paired_contrastive_loss_weight: float | int = 1.0
+    paired_matching_loss_weight: float | int = 1.0
 
     def __post_init__(self, **kwargs):
         # `@strict` wraps validator errors in its own exception type; check first so users get a plain ValueError.
@@ -123,13 +135,16 @@ class VLMixerConfig(PreTrainedConfig):
         for name in [field for field in self.__dataclass_fields__ if field.endswith("_loss_weight")]:
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0 <= getattr(self, name) < 1:
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
         if self.visual_box_dim not in (4, 6):
             raise ValueError(f"`visual_box_dim` must be 4 (x1, y1, x2, y2) or 6 (plus w, h), got {self.visual_box_dim}.")
-        if not 0 <= self.image_token_id < self.vocab_size:
-            raise ValueError(f"`image_token_id` ({self.image_token_id}) must lie in the vocabulary [0, {self.vocab_size}).")
+        for name in ("image_token_id", "cls_token_id", "sep_token_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(f"`{name}` ({getattr(self, name)}) must lie in the vocabulary [0, {self.vocab_size}).")
+        if len({self.image_token_id, self.cls_token_id, self.sep_token_id}) < 3:
+            raise ValueError("`image_token_id`, `cls_token_id` and `sep_token_id` must be three different tokens.")
         self._validate_vision_backbone()
 
     def _validate_vision_backbone(self):

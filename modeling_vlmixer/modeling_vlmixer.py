@@ -9,17 +9,24 @@ computes exactly what that BERT computes on text without visual tokens.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn import CrossEntropyLoss
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from torch.nn import functional as F
 
-from transformers import AutoConfig, AutoModel, BertModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, BertModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    CausalLMOutput,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+)
 from transformers.models.bert.modeling_bert import (
     BertEmbeddings,
     BertEncoder,
@@ -40,12 +47,17 @@ from .efficientnet_lite import EfficientNetLite0, load_imagenet_state_dict
 logger = logging.get_logger(__name__)
 
 # Every Auto class a saved folder answers to; `save_pretrained` writes them all into `config.auto_map` so that
-# people who never installed this package can load any head with `trust_remote_code=True`.
+# people who never installed this package can load any head with `trust_remote_code=True`. Retrieval and visual
+# reasoning have no Auto class in transformers: import `VLMixerForImageTextRetrieval` / `VLMixerForVisualReasoning`
+# (or, as remote code, `get_class_from_dynamic_module("modeling_vlmixer.VLMixerForImageTextRetrieval", folder)`).
 AUTO_MAP = {
     "AutoConfig": "configuration_vlmixer.VLMixerConfig",
     "AutoModel": "modeling_vlmixer.VLMixerModel",
     "AutoModelForMaskedLM": "modeling_vlmixer.VLMixerForMaskedLM",
     "AutoModelForPreTraining": "modeling_vlmixer.VLMixerForPreTraining",
+    "AutoModelForVisualQuestionAnswering": "modeling_vlmixer.VLMixerForQuestionAnswering",
+    "AutoModelForSequenceClassification": "modeling_vlmixer.VLMixerForSequenceClassification",
+    "AutoModelForImageTextToText": "modeling_vlmixer.VLMixerForCaptioning",
 }
 IGNORE_INDEX = -100
 MAX_LOGIT_SCALE = 4.6052  # ln(100), CLIP's bound on the inverse temperature
@@ -159,7 +171,11 @@ class VLMixerPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves as `PreTrainedModel` does, with every Auto class in `auto_map` so the folder loads as remote code."""
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is None and kwargs.get("is_main_process", True):
+            # A head without an Auto class (retrieval, visual reasoning): its code travels with the folder all the same.
+            custom_object_save(self, save_directory)
+        return result
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -170,6 +186,57 @@ class VLMixerPreTrainedModel(PreTrainedModel):
         if backbone is not None:
             backbone.requires_grad_(False)
         return loaded
+
+    def image_regions(
+        self,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> "ImageRegions":
+        r"""
+        Images given one per row (the input format of retrieval and captioning) -> their regions, image after image.
+
+        visual_features (`(batch_size, num_regions, visual_feature_dim)`): region features, padded to the image with the
+            most regions; `(batch_size, visual_feature_dim)` is one region (the whole image) per image.
+        visual_boxes (`(batch_size, num_regions, 4)`, *optional*): normalised x1, y1, x2, y2; the whole image when omitted.
+        region_mask (`(batch_size, num_regions)`, *optional*): 1 for a region, 0 for padding; all regions when omitted.
+        pixel_values (`(batch_size, num_regions, 3, height, width)`, *optional*): region crops for the backbone, instead
+            of `visual_features`.
+        """
+        if (visual_features is None) == (pixel_values is None):
+            raise ValueError("Pass the images as exactly one of `visual_features` or `pixel_values`.")
+        padded = visual_features if visual_features is not None else pixel_values
+        per_image_dims = 3 if visual_features is not None else 5
+        if padded.dim() == per_image_dims - 1:  # one region per image
+            padded = padded.unsqueeze(1)
+            visual_boxes = visual_boxes.unsqueeze(1) if visual_boxes is not None and visual_boxes.dim() == 2 else visual_boxes
+            region_mask = region_mask.unsqueeze(1) if region_mask is not None and region_mask.dim() == 1 else region_mask
+        if padded.dim() != per_image_dims:
+            name = "visual_features" if visual_features is not None else "pixel_values"
+            shape = "(batch_size, num_regions, visual_feature_dim)" if visual_features is not None else "(batch_size, num_regions, 3, height, width)"  # fmt: skip
+            raise ValueError(f"`{name}` must have shape {shape} (one row of regions per image), got {tuple(padded.shape)}.")
+        if visual_features is not None and padded.shape[-1] != self.config.visual_feature_dim:
+            raise ValueError(
+                f"`visual_features` must have shape (batch_size, num_regions, {self.config.visual_feature_dim}) for "
+                f"backbone {self.config.backbone_id!r}, got {tuple(padded.shape)}."
+            )
+        batch_size, num_regions = padded.shape[:2]
+        if region_mask is None:
+            region_mask = torch.ones(batch_size, num_regions, dtype=torch.bool, device=padded.device)
+        elif region_mask.shape != (batch_size, num_regions):
+            raise ValueError(f"`region_mask` must have shape ({batch_size}, {num_regions}), got {tuple(region_mask.shape)}.")
+        region_mask = region_mask.to(padded.device).bool()
+        counts = region_mask.sum(dim=1)
+        if bool((counts == 0).any()):
+            raise ValueError("Every image needs at least one region; `region_mask` has a row of zeros.")
+        if visual_boxes is not None and visual_boxes.shape != (batch_size, num_regions, 4):
+            raise ValueError(f"`visual_boxes` must have shape ({batch_size}, {num_regions}, 4), got {tuple(visual_boxes.shape)}.")
+        features = padded[region_mask]
+        if pixel_values is not None:
+            features = self.base_model.get_visual_features(features)
+        boxes = visual_boxes[region_mask] if visual_boxes is not None else None
+        return ImageRegions(features, boxes, counts)
 
     @classmethod
     def from_bert_pretrained(cls, pretrained_model_name_or_path: str, load_backbone: bool = True, **config_overrides):
@@ -244,6 +311,31 @@ class VLMixerModel(VLMixerPreTrainedModel):
             )
         return pooled_backbone_features(self.vision_backbone, pixel_values)
 
+    def _encoder_attention_mask(self, attention_mask: torch.Tensor | None, embeddings: torch.Tensor):
+        """A (B, L) padding mask, or a (B, L, L) / (B, 1, L, L) per-example query-key mask, in the attention's format."""
+        if attention_mask is None or attention_mask.dim() == 2:
+            return create_bidirectional_mask(config=self.config, inputs_embeds=embeddings, attention_mask=attention_mask)
+        batch_size, length = embeddings.shape[:2]
+        if attention_mask.dim() == 4 and attention_mask.shape[1] == 1:
+            attention_mask = attention_mask[:, 0]
+        if attention_mask.shape != (batch_size, length, length):
+            raise ValueError(
+                f"`attention_mask` must have shape ({batch_size}, {length}) for padding or ({batch_size}, {length}, "
+                f"{length}) for which key each query attends, got {tuple(attention_mask.shape)}."
+            )
+        if self.config._attn_implementation.startswith("flash"):
+            raise ValueError("A per-example (batch, query, key) attention mask needs sdpa, eager or flex attention, not flash.")
+        allowed = attention_mask.to(device=embeddings.device, dtype=torch.bool)
+        if not bool(allowed.any(dim=-1).all()):
+            raise ValueError("Every query must be allowed to attend at least one key in `attention_mask`.")
+
+        def per_example(batch_idx, head_idx, q_idx, kv_idx):
+            return allowed[batch_idx, q_idx, kv_idx]
+
+        return create_bidirectional_mask(
+            config=self.config, inputs_embeds=embeddings, attention_mask=None, and_mask_function=per_example
+        )
+
     def _visual_inputs(
         self,
         input_ids: torch.Tensor | None,
@@ -305,6 +397,10 @@ class VLMixerModel(VLMixerPreTrainedModel):
             Normalised x1, y1, x2, y2 of each region in its source image; the whole image when omitted.
         pixel_values (`torch.FloatTensor` of shape `(num_visual_tokens, 3, height, width)`, *optional*):
             Region crops that the built-in backbone turns into `visual_features`.
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            1 for tokens, 0 for padding. A `(batch_size, sequence_length, sequence_length)` (or `(batch_size, 1,
+            sequence_length, sequence_length)`) mask instead says, per example, which key each query may attend (1 or
+            True); captioning uses it to keep the text causal while the regions stay visible to every token.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
@@ -317,9 +413,7 @@ class VLMixerModel(VLMixerPreTrainedModel):
             visual_features=visual_features,
             visual_boxes=visual_boxes,
         )
-        attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
-        )
+        attention_mask = self._encoder_attention_mask(attention_mask, embedding_output)
         encoder_outputs = self.encoder(embedding_output, attention_mask=attention_mask, **kwargs)
         sequence_output = encoder_outputs.last_hidden_state
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
@@ -345,9 +439,9 @@ class VLMixerPreTrainedModelWithMLMHead(VLMixerPreTrainedModel):
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
 
-    def __init__(self, config: VLMixerConfig):
+    def __init__(self, config: VLMixerConfig, add_pooling_layer: bool = False):
         super().__init__(config)
-        self.vlmixer = VLMixerModel(config, add_pooling_layer=False)
+        self.vlmixer = VLMixerModel(config, add_pooling_layer=add_pooling_layer)
         self.cls = VLMixerOnlyMLMHead(config)
 
     def get_output_embeddings(self):
@@ -484,6 +578,172 @@ class VLMixerContrastiveHead(nn.Module):
         return F.normalize(self.projection(mean_pool(hidden_states, attention_mask)), dim=-1)
 
 
+class VLMixerMatchingHead(nn.Module):
+    """Image-text matching on the pooled [CLS] state (as BERT's next-sentence head): (B, H) -> (B, 2) logits, column 1 = matched."""
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__()
+        self.classifier = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, pooled_output: torch.Tensor) -> torch.Tensor:
+        return self.classifier(pooled_output)
+
+
+class ImageRegions(NamedTuple):
+    """The regions of a batch of images, image after image: features (N, D), boxes (N, 4) or None, counts (B,)."""
+
+    features: torch.Tensor
+    boxes: torch.Tensor | None
+    counts: torch.Tensor
+
+    def rows_of(self, image_index: torch.Tensor) -> torch.Tensor:
+        """The (sum of counts[image_index],) feature rows of the images `image_index`, in that order."""
+        counts = self.counts[image_index]
+        firsts = (self.counts.cumsum(0) - self.counts)[image_index]
+        offsets = torch.arange(int(counts.sum()), device=counts.device) - (counts.cumsum(0) - counts).repeat_interleave(counts)
+        return firsts.repeat_interleave(counts) + offsets
+
+
+def image_sequence_inputs(counts: torch.Tensor, config: VLMixerConfig) -> dict[str, torch.Tensor]:
+    """
+    `[CLS] regions [SEP]` for images of `counts` (B,) regions: (B, max count + 2) `input_ids` and `attention_mask`,
+    padding at the end. This is the image side of contrast, exactly what the processor makes of `"<image>" * R`.
+    """
+    length = int(counts.max()) + 2
+    index = torch.arange(length, device=counts.device).unsqueeze(0)
+    ends = counts.unsqueeze(1) + 1  # where [SEP] goes
+    input_ids = torch.full((len(counts), length), config.pad_token_id or 0, dtype=torch.long, device=counts.device)
+    input_ids[(index > 0) & (index < ends)] = config.image_token_id
+    input_ids[:, 0] = config.cls_token_id
+    input_ids[index == ends] = config.sep_token_id
+    return {"input_ids": input_ids, "attention_mask": (index <= ends).long()}
+
+
+def text_image_pair_inputs(
+    text_ids: torch.Tensor,
+    text_mask: torch.Tensor,
+    regions: ImageRegions,
+    text_index: torch.Tensor,
+    image_index: torch.Tensor,
+    config: VLMixerConfig,
+) -> dict[str, torch.Tensor]:
+    """
+    `[CLS] text [SEP] regions [SEP]` for the pairs (text_index[k], image_index[k]): the processor's image-text layout,
+    token type 1 on the regions and the last [SEP]. Texts are `[CLS] text [SEP]` rows (B_t, L), padded at the end.
+    """
+    if bool((text_mask[:, 1:] > text_mask[:, :-1]).any()):
+        raise ValueError("Texts must be padded at the end (right padding) to be joined with images.")
+    lengths, counts = text_mask.sum(dim=1)[text_index], regions.counts[image_index]
+    totals = lengths + counts + 1
+    if int(totals.max()) > config.max_position_embeddings:
+        raise ValueError(
+            f"A text with its image needs {int(totals.max())} tokens, more than max_position_embeddings="
+            f"{config.max_position_embeddings}; shorten the texts or use fewer regions."
+        )
+    index = torch.arange(int(totals.max()), device=text_ids.device).unsqueeze(0)
+    lengths, totals = lengths.unsqueeze(1), totals.unsqueeze(1)
+    in_text, in_image = index < lengths, (index >= lengths) & (index < totals)
+    text_part = text_ids[text_index].gather(1, index.clamp(max=text_ids.shape[1] - 1).expand(len(text_index), -1))
+    input_ids = torch.where(in_text, text_part, config.pad_token_id or 0)
+    input_ids = torch.where(in_image, config.image_token_id, input_ids)
+    input_ids = torch.where(index == totals - 1, config.sep_token_id, input_ids)
+    rows = regions.rows_of(image_index)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": (index < totals).long(),
+        "token_type_ids": in_image.long(),
+        "visual_features": regions.features[rows],
+        "visual_boxes": regions.boxes[rows] if regions.boxes is not None else None,
+    }
+
+
+class VLMixerImageTextMixin:
+    """
+    What pre-training and retrieval share (they hold `vlmixer` with a pooler, `contrastive` and `matching`): unit
+    embeddings of texts and of images for contrast and first-stage search, and image-text matching on [CLS] with hard
+    negatives drawn from the contrastive similarities (ALBEF).
+    """
+
+    def sentence_embeddings(self, **inputs) -> torch.Tensor:
+        """(B, projection_dim) unit embeddings of sequences (words and visual tokens) for contrast and retrieval."""
+        hidden = self.vlmixer(**inputs).last_hidden_state
+        return self.contrastive(hidden, inputs["attention_mask"])
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`[CLS] text [SEP]` ids (B, L) -> (B, projection_dim) unit text embeddings."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.sentence_embeddings(input_ids=input_ids, attention_mask=attention_mask)
+
+    def get_image_features(
+        self,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Images as `[CLS] regions [SEP]` (inputs as in `image_regions`) -> (B, projection_dim) unit image embeddings."""
+        return self.region_embeddings(self.image_regions(visual_features, visual_boxes, region_mask, pixel_values))
+
+    def region_embeddings(self, regions: ImageRegions) -> torch.Tensor:
+        """(B, projection_dim) unit embeddings of the images `regions` holds."""
+        inputs = image_sequence_inputs(regions.counts, self.config)
+        return self.sentence_embeddings(**inputs, visual_features=regions.features, visual_boxes=regions.boxes)
+
+    def matching_logits(
+        self,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+        regions: ImageRegions,
+        text_index: torch.Tensor | None = None,
+        image_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(K, 2) matching logits of the pairs (text_index[k], image_index[k]); text i with image i when not given."""
+        if text_index is None:
+            text_index = image_index = torch.arange(len(text_ids), device=text_ids.device)
+        pairs = text_image_pair_inputs(text_ids, text_mask, regions, text_index, image_index, self.config)
+        return self.matching(self.vlmixer(**pairs).pooler_output)
+
+    def hard_negative_matching_loss(
+        self,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+        regions: ImageRegions,
+        text_embeds: torch.Tensor,
+        image_embeds: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        Image-text matching on B matched pairs (text i with image i): each pair is a positive; each text also meets one
+        image and each image one text drawn with probability softmax(similarity) among the other pairs of the batch
+        (pairs whose texts are identical are never negatives of each other). Cross-entropy over the 3B pairs.
+        """
+        batch = torch.arange(len(text_ids), device=text_ids.device)
+        with torch.no_grad():
+            scale = self.contrastive.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+            similarity = scale * text_embeds.float() @ image_embeds.float().T  # (texts, images)
+            padded_text = text_ids.masked_fill(text_mask == 0, -1)
+            same_text = (padded_text.unsqueeze(1) == padded_text.unsqueeze(0)).all(dim=-1)
+            negative_images = self._draw(similarity, same_text)  # for each text
+            negative_texts = self._draw(similarity.T, same_text)  # for each image
+        has_image, has_text = negative_images >= 0, negative_texts >= 0
+        text_index = torch.cat([batch, batch[has_image], negative_texts[has_text]])
+        image_index = torch.cat([batch, negative_images[has_image], batch[has_text]])
+        labels = (torch.arange(len(text_index), device=batch.device) < len(batch)).long()
+        logits = self.matching_logits(text_ids, text_mask, regions, text_index, image_index)
+        return global_mean(F.cross_entropy(logits.float(), labels, reduction="sum"), torch.tensor(float(len(labels))))
+
+    @staticmethod
+    def _draw(similarity: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
+        """Per row, a column drawn with probability softmax(similarity) over the columns not `excluded`; -1 if none."""
+        allowed = ~excluded
+        drawn = torch.full((len(similarity),), -1, dtype=torch.long, device=similarity.device)
+        rows = allowed.any(dim=1)
+        if bool(rows.any()):
+            weights = similarity[rows].masked_fill(~allowed[rows], float("-inf")).softmax(dim=1)
+            drawn[rows] = torch.multinomial(weights, 1).squeeze(1)
+        return drawn
+
+
 @dataclass
 class VLMixerForPreTrainingOutput(ModelOutput):
     r"""
@@ -495,6 +755,7 @@ class VLMixerForPreTrainingOutput(ModelOutput):
     tag_mlm_loss: tag-aided visual pre-training, masked tags predicted from the image regions.
     paired_mlm_loss: masked language modelling of captions with their image's regions.
     paired_contrastive_loss: symmetric InfoNCE between captions and their images' regions.
+    paired_matching_loss: image-text matching on [CLS] with hard negatives drawn from the paired contrastive similarities.
     text_embeds, mixed_embeds (`(batch_size, projection_dim)`): the unit sentence embeddings of both views.
     """
 
@@ -506,6 +767,7 @@ class VLMixerForPreTrainingOutput(ModelOutput):
     tag_mlm_loss: torch.FloatTensor | None = None
     paired_mlm_loss: torch.FloatTensor | None = None
     paired_contrastive_loss: torch.FloatTensor | None = None
+    paired_matching_loss: torch.FloatTensor | None = None
     logit_scale: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     mixed_embeds: torch.FloatTensor | None = None
@@ -517,7 +779,7 @@ def sub_batch_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: batch[name] for name in names if batch.get(name) is not None}
 
 
-class VLMixerForPreTraining(VLMixerPreTrainedModelWithMLMHead):
+class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLMHead):
     """
     VLMixer pre-training. One forward computes the losses of whichever streams the batch carries:
 
@@ -527,16 +789,19 @@ class VLMixerForPreTraining(VLMixerPreTrainedModelWithMLMHead):
       token towards the word it replaced in the space the contrastive embeddings live in;
     - tag-aided visual pre-training (`tag_batch`: `[CLS] tags [SEP] regions [SEP]` with masked tags and `labels`);
     - paired data (`pair_batch`: caption and regions with masked caption `labels`, plus `caption_input_ids` /
-      `caption_attention_mask` and `image_input_ids` / `image_attention_mask` for image-text contrast).
+      `caption_attention_mask` and `image_input_ids` / `image_attention_mask` for image-text contrast and for
+      image-text matching with hard negatives, `paired_matching_loss`).
 
-    Vocabulary logits are computed only at labelled positions.
+    Vocabulary logits are computed only at labelled positions. The encoder keeps BERT's pooler, which the matching
+    head reads: the downstream heads start from it.
     """
 
     _auto_class = "AutoModelForPreTraining"
 
     def __init__(self, config: VLMixerConfig):
-        super().__init__(config)
+        super().__init__(config, add_pooling_layer=True)
         self.contrastive = VLMixerContrastiveHead(config)
+        self.matching = VLMixerMatchingHead(config)
         self.post_init()
 
     def token_prediction_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -545,10 +810,14 @@ class VLMixerForPreTraining(VLMixerPreTrainedModelWithMLMHead):
         logits = self.cls(hidden_states[selected]).float()
         return global_mean(F.cross_entropy(logits, labels[selected], reduction="sum"), selected.sum())
 
-    def sentence_embeddings(self, **inputs) -> torch.Tensor:
-        """(B, projection_dim) unit embeddings of sequences (words and visual tokens) for contrast and retrieval."""
-        hidden = self.vlmixer(**inputs).last_hidden_state
-        return self.contrastive(hidden, inputs["attention_mask"])
+    def _idle_heads_term(self) -> torch.Tensor:
+        """
+        Zero times every head parameter. A step's streams leave some heads idle (the matching head and the pooler on
+        text-only steps, the contrastive head on tag steps); DDP without `find_unused_parameters` needs every parameter
+        in every step's graph. The term changes neither the loss nor any gradient.
+        """
+        heads = (self.cls, self.contrastive, self.matching, self.vlmixer.pooler)
+        return sum(p.sum() for head in heads for p in head.parameters() if p.requires_grad) * 0.0
 
     def patch_alignment_loss(self, mixed_hidden, original_hidden, mixed_input_ids, mixed_position_ids) -> torch.Tensor:
         """
@@ -593,17 +862,28 @@ class VLMixerForPreTraining(VLMixerPreTrainedModelWithMLMHead):
     def _pair_stream_losses(self, pair_batch: dict) -> dict:
         hidden = self.vlmixer(**sub_batch_inputs(pair_batch)).last_hidden_state
         losses = {"paired_mlm_loss": self.token_prediction_loss(hidden, pair_batch["labels"])}
-        if "caption_input_ids" in pair_batch and self.config.paired_contrastive_loss_weight > 0:
-            captions = self.sentence_embeddings(
-                input_ids=pair_batch["caption_input_ids"], attention_mask=pair_batch["caption_attention_mask"]
-            )
+        contrast, matching = self.config.paired_contrastive_loss_weight > 0, self.config.paired_matching_loss_weight > 0
+        if "caption_input_ids" not in pair_batch or not (contrast or matching):
+            return losses
+        regions = ImageRegions(
+            pair_batch["visual_features"],
+            pair_batch.get("visual_boxes"),
+            (pair_batch["image_input_ids"] == self.config.image_token_id).sum(dim=1),
+        )
+        with torch.set_grad_enabled(contrast and torch.is_grad_enabled()):  # matching alone only samples from them
+            captions = self.get_text_features(pair_batch["caption_input_ids"], pair_batch["caption_attention_mask"])
             images = self.sentence_embeddings(
                 input_ids=pair_batch["image_input_ids"],
                 attention_mask=pair_batch["image_attention_mask"],
-                visual_features=pair_batch["visual_features"],
-                visual_boxes=pair_batch.get("visual_boxes"),
+                visual_features=regions.features,
+                visual_boxes=regions.boxes,
             )
+        if contrast:
             losses["paired_contrastive_loss"] = symmetric_info_nce(captions, images, self.contrastive.logit_scale)
+        if matching:
+            losses["paired_matching_loss"] = self.hard_negative_matching_loss(
+                pair_batch["caption_input_ids"], pair_batch["caption_attention_mask"], regions, captions, images
+            )
         return losses
 
     def forward(
@@ -645,9 +925,473 @@ class VLMixerForPreTraining(VLMixerPreTrainedModelWithMLMHead):
         if not losses:
             raise ValueError("The batch carries no stream with targets: pass labels, original_input_ids, tag_batch or pair_batch.")
         total = sum(getattr(self.config, f"{name}_weight") * value for name, value in losses.items())
+        if torch.is_grad_enabled():
+            total = total + self._idle_heads_term()
         return VLMixerForPreTrainingOutput(
             loss=total, logit_scale=self.contrastive.logit_scale.detach(), **losses, **embeds
         )
 
 
-__all__ = ["VLMixerPreTrainedModel", "VLMixerModel", "VLMixerForMaskedLM", "VLMixerForPreTraining", "VLMixerForPreTrainingOutput", "AUTO_MAP"]
+# ---------------------------------------------------------------------------------------------- downstream heads
+
+
+def classifier_dropout(config: VLMixerConfig) -> nn.Dropout:
+    """BERT's rule: `classifier_dropout`, or `hidden_dropout_prob` when it is unset."""
+    return nn.Dropout(config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob)
+
+
+def pooled_classifier(input_size: int, num_labels: int, layer_norm_eps: float) -> nn.Sequential:
+    """ViLT's answer classifier: (…, input_size) -> Linear(2x) -> LayerNorm -> GELU -> Linear -> (…, num_labels)."""
+    return nn.Sequential(
+        nn.Linear(input_size, input_size * 2),
+        nn.LayerNorm(input_size * 2, eps=layer_norm_eps),
+        nn.GELU(),
+        nn.Linear(input_size * 2, num_labels),
+    )
+
+
+def _check_labels_shape(labels: torch.Tensor, shape: tuple, what: str) -> None:
+    if tuple(labels.shape) != tuple(shape):
+        raise ValueError(f"`labels` must have shape {tuple(shape)} ({what}), got {tuple(labels.shape)}.")
+
+
+@dataclass
+class VLMixerImageTextRetrievalOutput(ModelOutput):
+    r"""
+    loss (`()`): `matching_loss` with 0/1 `labels`; for matched pairs (`return_loss=True`) the weighted sum
+        `paired_contrastive_loss_weight * contrastive_loss + paired_matching_loss_weight * matching_loss`.
+    contrastive_loss: symmetric InfoNCE between the texts and the images of the batch.
+    matching_loss: cross-entropy of the matching head (with hard negatives for matched pairs).
+    logits (`(batch_size, 2)`): matching logits of text i with image i (column 1: matched); rank candidates by
+        `logits.softmax(-1)[:, 1]` (or `logits[:, 1]`) for the second, fine stage of retrieval.
+    logits_per_text (`(batch_size, batch_size)`): scaled cosine similarities of every text with every image (the fast
+        first stage); `logits_per_image` is its transpose.
+    text_embeds, image_embeds (`(batch_size, projection_dim)`): unit embeddings (`get_text_features`, `get_image_features`).
+    """
+
+    loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    matching_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+
+
+class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel):
+    r"""
+    Image-text retrieval in two stages: unit embeddings of texts (`get_text_features`) and of images
+    (`get_image_features`, the image as `[CLS] regions [SEP]`) for a fast first-stage search, and a matching score on
+    the pooled [CLS] of `[CLS] text [SEP] regions [SEP]` to re-rank the best candidates (`matching_logits`).
+
+    Its modules have the names and shapes of `VLMixerForPreTraining`'s (encoder with pooler, `contrastive`,
+    `matching`): `VLMixerForImageTextRetrieval.from_pretrained(pretraining_folder)` keeps them all.
+
+    transformers has no Auto class for retrieval: import this class (or, as remote code from a saved folder,
+    `get_class_from_dynamic_module("modeling_vlmixer.VLMixerForImageTextRetrieval", folder)`).
+    """
+
+    _auto_class = None
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__(config)
+        self.vlmixer = VLMixerModel(config)
+        self.contrastive = VLMixerContrastiveHead(config)
+        self.matching = VLMixerMatchingHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+    ) -> VLMixerImageTextRetrievalOutput:
+        r"""
+        input_ids, attention_mask (`(batch_size, text_length)`): the texts alone, `[CLS] text [SEP]`, padded at the end
+            (the processor's `processor(text=..., cmc_ratio=0.0)`).
+        visual_features (`(batch_size, num_regions, visual_feature_dim)`), visual_boxes (`(batch_size, num_regions, 4)`),
+            region_mask (`(batch_size, num_regions)`), pixel_values (`(batch_size, num_regions, 3, height, width)`):
+            the images, one row of regions per image, padded (see `image_regions`); image i goes with text i.
+        labels (`(batch_size,)`, *optional*): 1 where text i matches image i, 0 where not: cross-entropy of the
+            matching head on these pairs.
+        return_loss (`bool`, *optional*): without `labels`, the pairs are matched (text i describes image i): the loss
+            is image-text contrast plus matching with hard negatives drawn from the contrastive similarities (ALBEF).
+        """
+        regions = self.image_regions(visual_features, visual_boxes, region_mask, pixel_values)
+        if len(regions.counts) != len(input_ids):
+            raise ValueError(f"Got {len(input_ids)} texts but {len(regions.counts)} images; pass one image per text.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        text_embeds = self.get_text_features(input_ids, attention_mask)
+        image_embeds = self.region_embeddings(regions)
+        logits_per_text = self.contrastive.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * text_embeds @ image_embeds.T
+        logits = self.matching_logits(input_ids, attention_mask, regions)
+        loss = contrastive_loss = matching_loss = None
+        if labels is not None:
+            _check_labels_shape(labels, (len(input_ids),), "1 for a matching text-image pair, 0 for a mismatch")
+            if not bool(((labels == 0) | (labels == 1)).all()):
+                raise ValueError("Matching `labels` must be 0 (no match) or 1 (match).")
+            loss = matching_loss = F.cross_entropy(logits.float(), labels.long())
+        elif return_loss:
+            if len(input_ids) < 2:
+                raise ValueError("Matched pairs need a batch of at least 2 to draw negatives from.")
+            contrastive_loss = symmetric_info_nce(text_embeds, image_embeds, self.contrastive.logit_scale)
+            matching_loss = self.hard_negative_matching_loss(input_ids, attention_mask, regions, text_embeds, image_embeds)
+            loss = (
+                self.config.paired_contrastive_loss_weight * contrastive_loss
+                + self.config.paired_matching_loss_weight * matching_loss
+            )
+        return VLMixerImageTextRetrievalOutput(
+            loss=loss,
+            contrastive_loss=contrastive_loss,
+            matching_loss=matching_loss,
+            logits=logits,
+            logits_per_text=logits_per_text,
+            logits_per_image=logits_per_text.T,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+        )
+
+
+class VLMixerForQuestionAnswering(VLMixerPreTrainedModel):
+    r"""
+    Visual question answering as multi-label classification over an answer vocabulary (`config.num_labels`,
+    `config.id2label`) on the pooled [CLS] of `[CLS] question [SEP] regions [SEP]`, with VQA's soft scores as targets and
+    ViLT's loss (binary cross-entropy with logits times the number of answers). `AutoModelForVisualQuestionAnswering`.
+    """
+
+    _auto_class = "AutoModelForVisualQuestionAnswering"
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vlmixer = VLMixerModel(config)
+        self.dropout = classifier_dropout(config)
+        self.classifier = pooled_classifier(config.hidden_size, config.num_labels, config.layer_norm_eps)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor] | SequenceClassifierOutput:
+        r"""
+        input_ids, attention_mask, token_type_ids, visual_features (`(num_regions_in_batch, visual_feature_dim)`),
+            visual_boxes: `[CLS] question [SEP] regions [SEP]` as the processor makes it
+            (`processor(text=questions, region_features=..., boxes=...)`).
+        labels (`(batch_size, num_labels)`, *optional*): the soft score of every answer (VQA: min(1, annotators / 3)),
+            0 for answers nobody gave.
+        Returns logits (`(batch_size, num_labels)`); `config.id2label[logits.argmax(-1)]` is the answer.
+        """
+        outputs = self.vlmixer(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            visual_features=visual_features,
+            visual_boxes=visual_boxes,
+            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = None
+        if labels is not None:
+            _check_labels_shape(labels, logits.shape, "a soft score per answer")
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32)) * labels.shape[1]
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class VLMixerForVisualReasoning(VLMixerPreTrainedModel):
+    r"""
+    Visual reasoning over two images (NLVR2): the statement is encoded with each image as `[CLS] statement [SEP]
+    regions [SEP]`, the two pooled [CLS] states are concatenated (image 1 first) and classified (`config.num_labels`,
+    2 for true / false) by ViLT's classifier.
+
+    Inputs stack the two pairs of an example in a dimension of size 2 after the batch: `input_ids (batch_size, 2,
+    length)`, and `visual_features (N, D)` hold the regions in the order of `input_ids.view(2 * batch_size, length)`
+    (example 0 with image 1, example 0 with image 2, example 1 with image 1, ...). The processor makes exactly that
+    from the statements repeated twice: `processor(text=[s0, s0, s1, s1], region_features=[a0, b0, a1, b1])`, then
+    `input_ids.view(-1, 2, length)` (same for `attention_mask` and `token_type_ids`).
+
+    transformers has no Auto class for this task: import this class (or, as remote code from a saved folder,
+    `get_class_from_dynamic_module("modeling_vlmixer.VLMixerForVisualReasoning", folder)`).
+    """
+
+    _auto_class = None
+    num_images = 2
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vlmixer = VLMixerModel(config)
+        self.dropout = classifier_dropout(config)
+        self.classifier = pooled_classifier(config.hidden_size * self.num_images, config.num_labels, config.layer_norm_eps)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor] | SequenceClassifierOutput:
+        r"""
+        input_ids, attention_mask, token_type_ids, position_ids (`(batch_size, 2, length)`): each example's statement
+            with its first and with its second image (see the class docstring for the order of `visual_features`).
+        labels (`(batch_size,)`, *optional*): class ids (NLVR2: 1 true, 0 false).
+        Returns logits (`(batch_size, num_labels)`); hidden states and attentions have a leading `2 * batch_size`.
+        """
+        if input_ids is None or input_ids.dim() != 3 or input_ids.shape[1] != self.num_images:
+            shape = None if input_ids is None else tuple(input_ids.shape)
+            raise ValueError(
+                f"`input_ids` must have shape (batch_size, {self.num_images}, length): the statement with each of the "
+                f"{self.num_images} images; got {shape}."
+            )
+        batch_size, _, length = input_ids.shape
+
+        def flat(tensor):
+            if tensor is None:
+                return None
+            if tuple(tensor.shape) != tuple(input_ids.shape):
+                raise ValueError(f"Pair inputs must have the shape of `input_ids` {tuple(input_ids.shape)}, got {tuple(tensor.shape)}.")
+            return tensor.reshape(batch_size * self.num_images, length)
+
+        outputs = self.vlmixer(
+            flat(input_ids),
+            attention_mask=flat(attention_mask),
+            token_type_ids=flat(token_type_ids),
+            position_ids=flat(position_ids),
+            visual_features=visual_features,
+            visual_boxes=visual_boxes,
+            pixel_values=pixel_values,
+            return_dict=True,
+            **kwargs,
+        )
+        pooled = outputs.pooler_output.reshape(batch_size, self.num_images * self.config.hidden_size)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            _check_labels_shape(labels, (batch_size,), "a class id per example")
+            loss = F.cross_entropy(logits.float(), labels.long())
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class VLMixerForSequenceClassification(VLMixerPreTrainedModel):
+    r"""
+    Image-text classification (visual entailment, ...) on the pooled [CLS] of `[CLS] text [SEP] regions [SEP]`, as
+    `BertForSequenceClassification`: `config.num_labels` classes, `config.problem_type` regression, single- or
+    multi-label (inferred from the labels when unset). Text alone works too. `AutoModelForSequenceClassification`.
+    """
+
+    _auto_class = "AutoModelForSequenceClassification"
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vlmixer = VLMixerModel(config)
+        self.dropout = classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor] | SequenceClassifierOutput:
+        r"""
+        input_ids, ..., visual_boxes: `[CLS] text [SEP] regions [SEP]` as the processor makes it.
+        labels (`(batch_size,)` class ids, `(batch_size, num_labels)` multi-label 0/1, or floats for regression).
+        Returns logits (`(batch_size, num_labels)`).
+        """
+        outputs = self.vlmixer(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            visual_features=visual_features,
+            visual_boxes=visual_boxes,
+            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = None
+        if labels is not None:
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                loss_fct = MSELoss()
+                loss = loss_fct(logits.squeeze(), labels.squeeze()) if self.num_labels == 1 else loss_fct(logits, labels)
+            elif self.config.problem_type == "single_label_classification":
+                loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+            else:
+                _check_labels_shape(labels, logits.shape, "0/1 per class for multi-label classification")
+                loss = BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
+    r"""
+    Image captioning (Oscar / VinVL recipe): the image comes first as `[CLS] regions [SEP]`, then the caption
+    `[CLS] w1 ... wn [SEP]` (the caption's own [CLS] starts it); a per-example attention mask keeps the caption causal
+    (each word sees the regions and the words before it) while the regions see each other only, so no later word can
+    change an earlier prediction. Trained with the next-token loss on the caption through the tied MLM head; generates
+    with `GenerationMixin.generate` (greedy, beam search, sampling), recomputing the whole sequence at every step (no
+    key-value cache). `AutoModelForImageTextToText`.
+
+    ```python
+    >>> captions = model.generate(visual_features=features, region_mask=mask, num_beams=3, max_new_tokens=20)
+    >>> tokenizer.batch_decode(captions, skip_special_tokens=True)
+    ```
+    """
+
+    _auto_class = "AutoModelForImageTextToText"
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__(config)
+        self.post_init()
+        # A caption starts with [CLS] and ends with [SEP]; every step recomputes the sequence, so no cache.
+        self.generation_config.bos_token_id = config.cls_token_id
+        self.generation_config.eos_token_id = config.sep_token_id
+        self.generation_config.pad_token_id = config.pad_token_id
+        self.generation_config.use_cache = False
+
+    def caption_attention_mask(self, image_mask: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
+        """
+        (B, P) image-part and (B, T) caption masks -> (B, P + T, P + T): a query of the image part sees the image part;
+        a caption query sees the image part and the caption up to itself; padding is seen by nobody.
+        """
+        image_length = image_mask.shape[1]
+        keys = torch.cat([image_mask, caption_mask.to(image_mask.dtype)], dim=1).bool()
+        index = torch.arange(keys.shape[1], device=keys.device)
+        in_image = index < image_length
+        visible = in_image.unsqueeze(0) | ((index.unsqueeze(0) <= index.unsqueeze(1)) & ~in_image.unsqueeze(1))
+        return visible.unsqueeze(0) & keys.unsqueeze(1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor] | CausalLMOutput:
+        r"""
+        input_ids, attention_mask (`(batch_size, caption_length)`): the captions so far, `[CLS] w1 ... [SEP]` (the
+            tokenizer's output), without visual placeholders.
+        visual_features (`(batch_size, num_regions, visual_feature_dim)`), visual_boxes, region_mask, pixel_values:
+            the images, one row of regions per image (see `image_regions`).
+        labels (`(batch_size, caption_length)`, *optional*): usually `input_ids` with -100 at padding; the model shifts
+            them, so that position t is trained to predict token t + 1.
+        Returns logits (`(batch_size, caption_length, vocab_size)`) at the caption positions; hidden states and
+            attentions cover the image part too (`num_regions + 2` positions first).
+        """
+        if input_ids is None:
+            raise ValueError("`input_ids` (the caption so far, at least its [CLS]) are required.")
+        if bool((input_ids == self.config.image_token_id).any()):
+            raise ValueError("Captions hold no visual placeholders: pass the image as `visual_features` / `pixel_values`.")
+        regions = self.image_regions(visual_features, visual_boxes, region_mask, pixel_values)
+        if len(regions.counts) != len(input_ids):
+            raise ValueError(f"Got {len(input_ids)} captions but {len(regions.counts)} images; pass one image per caption.")
+        image = image_sequence_inputs(regions.counts, self.config)
+        caption_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        keys = torch.cat([image["attention_mask"], caption_mask.to(image["attention_mask"].dtype)], dim=1)
+        outputs = self.vlmixer(
+            torch.cat([image["input_ids"], input_ids], dim=1),
+            attention_mask=self.caption_attention_mask(image["attention_mask"], caption_mask),
+            position_ids=(keys.cumsum(dim=1) - 1).clamp(min=0),  # padding between image and caption takes no place
+            visual_features=regions.features,
+            visual_boxes=regions.boxes,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.cls(outputs.last_hidden_state[:, image["input_ids"].shape[1] :])
+        loss = None
+        if labels is not None:
+            _check_labels_shape(labels, input_ids.shape, "the caption's token ids, -100 where nothing is predicted")
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+            )
+        return CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        **kwargs,
+    ) -> dict:
+        """The whole caption so far and the images at every step (no cache; `generate`'s cache arguments are ignored)."""
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, visual_features=visual_features,
+                      visual_boxes=visual_boxes, region_mask=region_mask, pixel_values=pixel_values)  # fmt: skip
+        for name in ("output_attentions", "output_hidden_states"):
+            if kwargs.get(name) is not None:
+                inputs[name] = kwargs[name]
+        return inputs
+
+
+__all__ = [
+    "AUTO_MAP",
+    "VLMixerForCaptioning",
+    "VLMixerForImageTextRetrieval",
+    "VLMixerForMaskedLM",
+    "VLMixerForPreTraining",
+    "VLMixerForPreTrainingOutput",
+    "VLMixerForQuestionAnswering",
+    "VLMixerForSequenceClassification",
+    "VLMixerForVisualReasoning",
+    "VLMixerImageTextRetrievalOutput",
+    "VLMixerModel",
+    "VLMixerPreTrainedModel",
+]

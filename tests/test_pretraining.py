@@ -112,8 +112,9 @@ def test_tag_and_pair_streams(model, processor):
     rows = [GalleryRows(processor.patch_gallery)[i] for i in range(0, 40, 4)]
     outputs = model(tag_batch=DataCollatorForTags(processor)(rows), pair_batch=DataCollatorForPairs(processor)(rows))
     assert outputs.mlm_loss is None and outputs.contrastive_loss is None
-    total = outputs.tag_mlm_loss + outputs.paired_mlm_loss + outputs.paired_contrastive_loss
+    total = outputs.tag_mlm_loss + outputs.paired_mlm_loss + outputs.paired_contrastive_loss + outputs.paired_matching_loss
     torch.testing.assert_close(outputs.loss, total)
+    assert 0 < float(outputs.paired_matching_loss) < 5
     outputs.loss.backward()
     assert model.vlmixer.embeddings.visual.feature_projection.weight.grad.abs().sum() > 0
 
