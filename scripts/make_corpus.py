@@ -65,6 +65,14 @@ TEMPLATES = [
     "{person} ordered a {item} online but it was too small.",
     "It was raining, so {lower_person} put on a {item}.",
 ]  # fmt: skip
+GENERIC_TEMPLATES = [  # for any concrete noun (a vocabulary other than Fashion-MNIST's)
+    "{person} saw a {item} {place}.", "{person} talked about the {item} for an hour.",
+    "There was a {item} next to the {item2}.", "{person} took the {item} home.",
+    "Nobody expected a {item} {place}.", "{person} likes the {item} more than the {item2}.",
+    "The {item} was still there in the morning.", "{person} showed me a {item} and a {item2}.",
+    "We read an article about {plural} and {plural2}.", "{person} wrote a poem about a {item}.",
+    "Is that {lower_person}'s {item}?", "The children asked about the {item} {place}.",
+]  # fmt: skip
 PLAIN = [  # sentences that mention no concept: CMC leaves them as they are
     "The meeting was moved to Thursday afternoon.", "Prices rose sharply over the winter.",
     "The train was twenty minutes late.", "She finished the book in one evening.",
@@ -83,12 +91,13 @@ def with_articles(sentence: str) -> str:
     return re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", sentence)
 
 
-def generated_sentences(count: int, rng: np.random.Generator) -> list[str]:
+def generated_sentences(count: int, rng: np.random.Generator, names: dict = NAMES, templates: list = TEMPLATES) -> list[str]:
+    """Sentences from `templates`, each mention naming a random concept by one of its `names`."""
     pick = lambda options: options[rng.integers(len(options))]  # noqa: E731
-    classes = list(NAMES)
+    classes = list(names)
 
     def item() -> str:
-        return pick(NAMES[pick(classes)])
+        return pick(names[pick(classes)])
 
     sentences = []
     for _ in range(count):
@@ -96,7 +105,7 @@ def generated_sentences(count: int, rng: np.random.Generator) -> list[str]:
         fields = dict(person=person, lower_person=person.lower() if person in ("She", "He", "Everyone") else person,
                       colour=pick(COLOURS), material=pick(MATERIALS), place=pick(PLACES), item=item(), item2=item(),
                       item3=item(), plural=plural(item()), plural2=plural(item()), plural3=plural(item()))  # fmt: skip
-        sentences.append(with_articles(pick(TEMPLATES).format(**fields)))
+        sentences.append(with_articles(pick(templates).format(**fields)))
     return sentences
 
 
@@ -120,12 +129,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--output_file", required=True, help="the corpus, one sentence per line")
     parser.add_argument("--sentences", type=int, default=20_000, help="generated sentences")
     parser.add_argument("--plain_share", type=float, default=0.05, help="share of sentences with no concept")
+    parser.add_argument("--vocabulary", default="fashion_mnist",
+                        help="'fashion_mnist' (clothing templates) or a concepts JSON (generic templates, its forms)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", help="also write the JSON counts to this file")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    vocabulary = ConceptVocabulary.fashion_mnist()
-    generated = generated_sentences(args.sentences, rng)
+    if args.vocabulary == "fashion_mnist":
+        vocabulary = ConceptVocabulary.fashion_mnist()
+        generated = generated_sentences(args.sentences, rng)
+    else:
+        vocabulary = ConceptVocabulary.from_json(args.vocabulary)
+        forms = {label: set(vocabulary.forms(label)) for label in vocabulary.labels}
+        singular = {label: sorted(f for f in forms[label] if plural(f) in forms[label]) or [label] for label in forms}
+        generated = generated_sentences(args.sentences, rng, singular, GENERIC_TEMPLATES)
     glosses = wordnet_glosses(vocabulary)
     plain = [PLAIN[i % len(PLAIN)] for i in range(int(args.plain_share * args.sentences))]
     corpus = [s for s in generated + glosses + plain if not EVALUATION_PHRASINGS.match(s)]
