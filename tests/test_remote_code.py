@@ -7,9 +7,17 @@ import pytest
 import torch
 from transformers import pipeline
 
-from modeling_vlmixer import VLMixerForMaskedLM
+from modeling_vlmixer import (
+    VLMixerForCaptioning,
+    VLMixerForImageTextRetrieval,
+    VLMixerForMaskedLM,
+    VLMixerForQuestionAnswering,
+    VLMixerForSequenceClassification,
+    VLMixerForVisualReasoning,
+)
 
 from .conftest import run_isolated_python, tiny_batch, tiny_config
+from .test_heads import caption_inputs, images, nlvr_batch
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +57,59 @@ def test_folder_loads_as_remote_code_without_the_package(tmp_path):
     assert module.startswith("transformers_modules.") and module.endswith("configuration_vlmixer")
     assert (base_name, mlm_name) == ("VLMixerModel", "VLMixerForMaskedLM")
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), expected, atol=0, rtol=0)
+
+
+def test_every_head_loads_as_remote_code_without_the_package(tmp_path):
+    heads = {  # folder: (class, how the user without the package loads it, inputs)
+        "vqa": (VLMixerForQuestionAnswering, "AutoModelForVisualQuestionAnswering", tiny_batch),
+        "classification": (VLMixerForSequenceClassification, "AutoModelForSequenceClassification", tiny_batch),
+        "captioning": (VLMixerForCaptioning, "AutoModelForImageTextToText", lambda config: caption_inputs()),
+        "retrieval": (VLMixerForImageTextRetrieval, None, lambda config: caption_inputs()),
+        "reasoning": (VLMixerForVisualReasoning, None, nlvr_batch),
+    }
+    expected = {}
+    for folder, (cls, _, inputs) in heads.items():
+        torch.manual_seed(0)
+        model = cls(tiny_config(num_labels=3)).eval()
+        model.save_pretrained(tmp_path / folder)
+        torch.save(inputs(model.config), tmp_path / f"{folder}.pt")
+        expected[folder] = model(**inputs(model.config)).logits
+    features, boxes, region_mask = images()
+    torch.save(dict(visual_features=features, visual_boxes=boxes, region_mask=region_mask), tmp_path / "images.pt")
+    expected["generated"] = VLMixerForCaptioning.from_pretrained(tmp_path / "captioning").generate(
+        visual_features=features, visual_boxes=boxes, region_mask=region_mask, max_new_tokens=5, num_beams=2
+    )
+    loaders = {folder: auto or cls.__name__ for folder, (cls, auto, _) in heads.items()}
+    code = textwrap.dedent(
+        f"""
+        import torch, transformers
+        from transformers.dynamic_module_utils import get_class_from_dynamic_module
+        names = []
+        for folder, loader in {loaders!r}.items():
+            if loader.startswith("Auto"):
+                model = getattr(transformers, loader).from_pretrained(folder, trust_remote_code=True)
+            else:  # no Auto class for this task: the class itself, from the folder's code
+                model = get_class_from_dynamic_module("modeling_vlmixer." + loader, folder).from_pretrained(folder)
+            model.eval()
+            names.append(type(model).__module__.split(".")[0] + ":" + type(model).__name__)
+            torch.save(model(**torch.load(folder + ".pt", weights_only=True)).logits, folder + "_logits.pt")
+            if folder == "captioning":
+                images = torch.load("images.pt", weights_only=True)
+                torch.save(model.generate(**images, max_new_tokens=5, num_beams=2), "generated.pt")
+        print(" ".join(names))
+        """
+    )
+    result = run_isolated_python(code, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [
+        "transformers_modules:VLMixerForQuestionAnswering", "transformers_modules:VLMixerForSequenceClassification",
+        "transformers_modules:VLMixerForCaptioning", "transformers_modules:VLMixerForImageTextRetrieval",
+        "transformers_modules:VLMixerForVisualReasoning",
+    ]  # fmt: skip
+    for folder in heads:
+        got = torch.load(tmp_path / f"{folder}_logits.pt", weights_only=True)
+        torch.testing.assert_close(got, expected[folder], atol=0, rtol=0, msg=folder)
+    torch.testing.assert_close(torch.load(tmp_path / "generated.pt", weights_only=True), expected["generated"])
 
 
 def test_remote_code_refuses_to_run_without_trust(tmp_path):
