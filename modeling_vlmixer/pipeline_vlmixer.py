@@ -213,6 +213,101 @@ class VLMixerZeroShotImageClassificationPipeline(VLMixerPipelineMixin, Pipeline)
         return [{"score": score, "label": label} for score, label in ranked]
 
 
+# ---------------------------------------------------------------------------------------------- visual question answering
+
+
+class VLMixerVisualQuestionAnsweringPipeline(VLMixerPipelineMixin, Pipeline):
+    """
+    Visual question answering with a fine-tuned `VLMixerForQuestionAnswering`: `[CLS] question [SEP] regions [SEP]`,
+    the regions being crops of the image (by default the whole image and the processor's `grid_size` grid; pass
+    `boxes=` for others) turned into features by the model's built-in backbone. The answer head is a multi-label
+    classifier over `config.id2label` (VQA soft scores), so each answer's score is its sigmoid probability, as in the
+    ViLT pipeline of transformers v4; the `top_k` best answers come first.
+
+    Example:
+
+    ```python
+    >>> vqa = pipeline("visual-question-answering", model="org/vlmixer-vqa", trust_remote_code=True)
+    >>> vqa(image="kitchen.jpg", question="what is on the table?", top_k=2)
+    [{'score': 0.71, 'answer': 'cup'}, {'score': 0.12, 'answer': 'plate'}]
+    ```
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check_processor()
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        if not hasattr(self.model, "classifier") or len(id2label) < 1:
+            raise ValueError(
+                f"{type(self.model).__name__} is not a question-answering model with an answer vocabulary "
+                "(config.id2label); load the folder with AutoModelForVisualQuestionAnswering (VLMixerForQuestionAnswering)."
+            )
+
+    def __call__(self, image=None, question=None, **kwargs):
+        """
+        Args:
+            image: a PIL image, a path or URL, an (H, W) / (H, W, C) array; or a list of those (each asked `question`,
+                or the questions of a list of the same length); or `{"image", "question"}` dicts.
+            question (`str` or `list[str]`): the question(s).
+            top_k (`int`, defaults to 5): how many answers to return (at most the answer vocabulary).
+            boxes (`list` of normalised `(x1, y1, x2, y2)`, *optional*): the regions of every image; by default the
+                whole image and the processor's grid.
+            timeout (`float`, *optional*): for images given as URLs.
+
+        Returns: per question, a list of `{"score", "answer"}`, the highest score first.
+        """
+        if "images" in kwargs:
+            image = kwargs.pop("images")
+        if isinstance(image, dict) or (isinstance(image, list) and image and all(isinstance(i, dict) for i in image)):
+            if question is not None:
+                raise ValueError("Pass the question inside the {'image', 'question'} inputs or as `question=`, not both.")
+            inputs = image
+        elif image is None or question is None:
+            raise ValueError("Pass an image and a question: vqa(image=..., question=...).")
+        elif isinstance(image, (list, tuple)):
+            questions = [question] * len(image) if isinstance(question, str) else list(question)
+            if len(questions) != len(image):
+                raise ValueError(f"Got {len(image)} images but {len(questions)} questions.")
+            inputs = [{"image": i, "question": q} for i, q in zip(image, questions)]
+        elif isinstance(question, (list, tuple)):
+            inputs = [{"image": image, "question": q} for q in question]
+        else:
+            inputs = {"image": image, "question": question}
+        return super().__call__(inputs, **kwargs)
+
+    def _sanitize_parameters(self, top_k=None, boxes=None, timeout=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
+        preprocess = {key: value for key, value in {"boxes": boxes, "timeout": timeout}.items() if value is not None}
+        postprocess = {} if top_k is None else {"top_k": top_k}
+        return preprocess, {}, postprocess
+
+    def preprocess(self, inputs, boxes=None, timeout=None):
+        if not isinstance(inputs, dict) or "image" not in inputs or "question" not in inputs:
+            raise ValueError("Each input must be a dict with an 'image' and a 'question'.")
+        question = inputs["question"]
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"The question must be a non-empty string, got {question!r}.")
+        if IMAGE_MARKER in question:
+            raise ValueError(f"The question goes before the image's regions; it may not hold {IMAGE_MARKER} markers.")
+        image = as_rgb_image(inputs["image"], timeout=timeout)
+        batch = self.processor(text=[question], images=[image], boxes=None if boxes is None else [boxes], return_tensors="pt")
+        model_inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "visual_boxes")}
+        model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.model.dtype)
+        return model_inputs
+
+    def _forward(self, model_inputs):
+        return {"logits": self.model(**model_inputs).logits}
+
+    def postprocess(self, model_outputs, top_k: int = 5):
+        if top_k < 1:
+            raise ValueError(f"`top_k` must be at least 1, got {top_k}.")
+        probabilities = model_outputs["logits"][0].float().sigmoid()
+        scores, ids = probabilities.topk(min(top_k, probabilities.numel()))
+        id2label = self.model.config.id2label
+        return [{"score": score, "answer": id2label[index]} for score, index in zip(scores.tolist(), ids.tolist())]
+
+
 # ---------------------------------------------------------------------------------------------- registry and saving
 
 
@@ -222,6 +317,12 @@ PIPELINES = {
         "VLMixerZeroShotImageClassificationPipeline",
         ("AutoModelForPreTraining",),
         ("VLMixerForPreTraining",),
+    ),
+    # transformers v5 removed its own task of this name; a folder's `custom_pipelines` still serves it.
+    "visual-question-answering": (
+        "VLMixerVisualQuestionAnsweringPipeline",
+        ("AutoModelForVisualQuestionAnswering",),
+        ("VLMixerForQuestionAnswering",),
     ),
 }
 
@@ -274,23 +375,32 @@ def register_pipelines() -> list[str]:
     Registers the VLMixer pipelines with `transformers.pipelines.PIPELINE_REGISTRY`, so that in this process
     `pipeline(task, model=model, processor=processor)` serves them for model objects too (a folder needs no
     registration: its `config.json` names them). This replaces the built-in `zero-shot-image-classification` (CLIP's)
-    in this process; transformers logs a warning saying so. Returns the tasks registered.
+    in this process; transformers logs a warning saying so. Tasks that transformers v5 removed
+    (`visual-question-answering`) are refused by `pipeline()` before it reads the registry, so they are not registered:
+    serve those from a folder, or build the class directly (`VLMixerVisualQuestionAnsweringPipeline(model=...,
+    processor=...)`). Returns the tasks registered.
     """
     import transformers
-    from transformers.pipelines import PIPELINE_REGISTRY
+    from transformers import pipelines
 
+    removed = getattr(pipelines, "REMOVED_TASKS", {})
+    registered = []
     for task, (class_name, auto_classes, _) in PIPELINES.items():
-        PIPELINE_REGISTRY.register_pipeline(
+        if task in removed:
+            continue
+        pipelines.PIPELINE_REGISTRY.register_pipeline(
             task,
             pipeline_class=globals()[class_name],
             pt_model=tuple(getattr(transformers, name) for name in auto_classes),
             type="multimodal",
         )
-    return list(PIPELINES)
+        registered.append(task)
+    return registered
 
 
 __all__ = [
     "VLMixerZeroShotImageClassificationPipeline",
+    "VLMixerVisualQuestionAnsweringPipeline",
     "PIPELINES",
     "custom_pipelines_for",
     "save_pipelines",
