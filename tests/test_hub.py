@@ -1,0 +1,337 @@
+"""The Hub side: a folder laid out as the Hugging Face cache holds a downloaded repository, loaded offline by someone
+who never installed this package (Auto classes, processor with its gallery, every pipeline); scripts/push_to_hub.py
+(checks, dry run without network, the upload with only the network calls mocked); the model card template."""
+
+import ast
+import json
+import shutil
+import socket
+import string
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, pipeline
+
+import modeling_vlmixer
+from modeling_vlmixer import VLMixerForPreTraining
+from modeling_vlmixer.pipeline_vlmixer import save_pipelines
+from processing import ConceptVocabulary, PatchGalleryBuilder, VLMixerProcessor
+from processing.processing_vlmixer import efficientnet_image_processor
+
+from .conftest import REPO_ROOT, run_isolated_python
+from .test_pipelines import ANSWERS, LABELS, backbone_config, image_array
+
+
+SCRIPTS = REPO_ROOT / "scripts"
+PUSH = SCRIPTS / "push_to_hub.py"
+VLMixerForQuestionAnswering = getattr(modeling_vlmixer.modeling_vlmixer, "VLMixerForQuestionAnswering", None)
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def demo_card_fields() -> set[str]:
+    """The keys scripts/demo.py passes to write_model_card (read from its source, so the two cannot drift apart)."""
+    for node in ast.walk(ast.parse((SCRIPTS / "demo.py").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "write_model_card":
+            return {key.value for key in node.args[1].keys}
+    raise AssertionError("scripts/demo.py no longer calls write_model_card(folder, {...})")
+
+
+def render_card(folder: Path) -> str:
+    fields = {name: f"<{name}>" for name in demo_card_fields()} | {"prompt": "a photo of a {}."}
+    text = string.Template((REPO_ROOT / "model_card.md").read_text()).safe_substitute(fields)
+    (folder / "README.md").write_text(text)
+    return text
+
+
+def tiny_processor(minilm_path) -> VLMixerProcessor:
+    builder = PatchGalleryBuilder("efficientnet-lite0", 1280)
+    rng = np.random.default_rng(0)
+    for concept in ("dog", "person"):
+        builder.add(concept, rng.normal(size=(3, 1280)), np.tile([0.1, 0.2, 0.6, 0.9], (3, 1)), np.arange(3), np.ones(3),
+                    rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8))  # fmt: skip
+    return VLMixerProcessor(AutoTokenizer.from_pretrained(minilm_path), efficientnet_image_processor(32), cmc_ratio=0.5,
+                            backbone_id="efficientnet-lite0", concepts=ConceptVocabulary.coco80(), gallery=builder.build())  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hub_folder(tmp_path_factory, minilm_path):
+    """A complete tiny VLMixer folder as demo.py writes one: model, processor with gallery, code, pipelines, card."""
+    torch.manual_seed(0)
+    model = VLMixerForPreTraining(backbone_config()).eval()
+    folder = tmp_path_factory.mktemp("hub") / "vlmixer-base"
+    model.save_pretrained(folder)
+    tiny_processor(minilm_path).save_pretrained(folder)
+    save_pipelines(folder)
+    render_card(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vqa_hub_folder(tmp_path_factory, minilm_path):
+    if VLMixerForQuestionAnswering is None:
+        pytest.skip("VLMixerForQuestionAnswering not in modeling_vlmixer yet")
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("hub") / "vlmixer-vqa"
+    VLMixerForQuestionAnswering(backbone_config(id2label=ANSWERS)).eval().save_pretrained(folder)
+    tiny_processor(minilm_path).save_pretrained(folder)
+    save_pipelines(folder)
+    return folder
+
+
+def populate_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
+    """Lays `folder` out as `huggingface_hub` caches a downloaded model repo: blobs, snapshots/<commit>, refs/main."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for index, file in enumerate(sorted(p for p in folder.iterdir() if p.is_file())):
+        blob = repo / "blobs" / f"{index:040x}"
+        shutil.copyfile(file, blob)
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+
+
+# ---------------------------------------------------------------------------------------------- the Hub cache, offline
+
+
+def test_repo_names_load_offline_from_the_hub_cache_without_the_package(hub_folder, request, tmp_path):
+    """Exactly what a user who downloaded org/vlmixer-base runs, with HF_HUB_OFFLINE=1 and this package unimportable."""
+    with_vqa = VLMixerForQuestionAnswering is not None
+    populate_hub_cache(tmp_path / "hub", "org/vlmixer-base", hub_folder)
+    if with_vqa:
+        populate_hub_cache(tmp_path / "hub", "org/vlmixer-vqa", request.getfixturevalue("vqa_hub_folder"))
+    image = image_array(11)
+    np.save(tmp_path / "image.npy", image)
+    expected = pipeline("zero-shot-image-classification", model=str(hub_folder), trust_remote_code=True, device=-1)(
+        image, candidate_labels=LABELS
+    )
+    code = textwrap.dedent(
+        f"""
+        import json
+        import numpy as np
+        from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoProcessor, pipeline
+        image = np.load("image.npy")
+        base = AutoModel.from_pretrained("org/vlmixer-base", trust_remote_code=True)
+        pretraining = AutoModelForPreTraining.from_pretrained("org/vlmixer-base", trust_remote_code=True)
+        mlm = AutoModelForMaskedLM.from_pretrained("org/vlmixer-base", trust_remote_code=True)
+        processor = AutoProcessor.from_pretrained("org/vlmixer-base", trust_remote_code=True)
+        mixed = processor(text=["a dog and a person"], cmc_ratio=1.0, seed=0)
+        classifier = pipeline("zero-shot-image-classification", model="org/vlmixer-base", trust_remote_code=True, device=-1)
+        fill = pipeline("fill-mask", model="org/vlmixer-base", trust_remote_code=True, device=-1)
+        extract = pipeline("feature-extraction", model="org/vlmixer-base", trust_remote_code=True, device=-1)
+        out = {{
+            "classes": [type(o).__module__.split(".")[0] + ":" + type(o).__name__
+                        for o in (base, pretraining, mlm, processor, classifier)],
+            "gallery_patches": int(mixed["visual_features"].shape[0]),
+            "zero_shot": classifier(image, candidate_labels={LABELS!r}),
+            "fill": fill("a dog is sitting on the [MASK] .", top_k=3),
+            "features": list(np.array(extract("a dog and a person")).shape),
+        }}
+        if {with_vqa!r}:
+            vqa = pipeline("visual-question-answering", model="org/vlmixer-vqa", trust_remote_code=True, device=-1)
+            out["vqa"] = vqa(image=image, question="what is it?", top_k=2)
+        print(json.dumps(out))
+        """
+    )
+    result = run_isolated_python(code, tmp_path, {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["classes"] == [
+        "transformers_modules:VLMixerModel", "transformers_modules:VLMixerForPreTraining",
+        "transformers_modules:VLMixerForMaskedLM", "transformers_modules:VLMixerProcessor",
+        "transformers_modules:VLMixerZeroShotImageClassificationPipeline",
+    ]  # fmt: skip
+    assert got["gallery_patches"] == 2  # "dog" and "person" replaced by patches of the shipped gallery
+    assert [p["label"] for p in got["zero_shot"]] == [p["label"] for p in expected]
+    np.testing.assert_allclose([p["score"] for p in got["zero_shot"]], [p["score"] for p in expected], atol=1e-5)
+    assert sum(p["score"] for p in got["zero_shot"]) == pytest.approx(1.0, abs=1e-5)
+    assert len(got["fill"]) == 3 and got["features"][0] == 1 and got["features"][2] == 32
+    if with_vqa:
+        assert len(got["vqa"]) == 2 and {a["answer"] for a in got["vqa"]} <= set(ANSWERS.values())
+
+
+# ---------------------------------------------------------------------------------------------- push_to_hub.py
+
+
+def run_push(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd or REPO_ROOT)}
+    return subprocess.run([sys.executable, str(PUSH), *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+
+
+def load_push_module():
+    sys.path.insert(0, str(SCRIPTS))
+    import push_to_hub
+
+    return push_to_hub
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket connection or HfApi construction fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "__init__", refuse)
+
+
+def test_push_help_explains_the_flags():
+    result = run_push("--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--repo_id", "--private", "--commit_message", "--dry-run", "--output", "--add_pipelines", "--token",
+                 "auto_map", "safetensors", "JSON"):  # fmt: skip
+        assert flag in result.stdout, flag
+
+
+def test_dry_run_lists_exactly_the_files_and_sizes_without_network(hub_folder, tmp_path, no_network, capsys):
+    (hub_folder / "optimizer.bin").write_bytes(b"pickled state")
+    (hub_folder / ".hidden").write_text("x")
+    try:
+        figures = load_push_module().main([str(hub_folder), "--repo_id", "org/vlmixer-base", "--dry-run", "--output",
+                                           str(tmp_path / "plan.json")])  # fmt: skip
+    finally:
+        (hub_folder / "optimizer.bin").unlink()
+        (hub_folder / ".hidden").unlink()
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last_line) == figures == json.loads((tmp_path / "plan.json").read_text())
+    expected = {p.name: p.stat().st_size for p in hub_folder.iterdir() if p.is_file()}
+    assert {f["path"]: f["bytes"] for f in figures["files"]} == expected
+    for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "gallery.safetensors",
+                 "concepts.json", "modeling_vlmixer.py", "processing_vlmixer.py", "pipeline_vlmixer.py", "README.md"):  # fmt: skip
+        assert name in expected
+    assert figures["total_bytes"] == sum(expected.values())
+    assert {s["path"]: s["reason"] for s in figures["skipped"]} == {"optimizer.bin": "pickle", ".hidden": "hidden"}
+    assert figures["dry_run"] is True and figures["ok"] is True and "commit_url" not in figures
+
+
+def test_dry_run_from_the_command_line_prints_json_last(hub_folder):
+    result = run_push(str(hub_folder), "--repo_id", "org/vlmixer-base", "--dry-run", "--private",
+                      "--commit_message", "First upload")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (figures["private"], figures["commit_message"], figures["repo_id"]) == (True, "First upload", "org/vlmixer-base")
+    assert "would upload model.safetensors" in result.stdout
+
+
+def test_add_pipelines_uploads_a_staged_copy_and_leaves_the_folder(hub_folder, tmp_path, no_network):
+    plain = tmp_path / "plain"
+    shutil.copytree(hub_folder, plain)
+    (plain / "pipeline_vlmixer.py").unlink()
+    config = json.loads((plain / "config.json").read_text())
+    del config["custom_pipelines"]
+    (plain / "config.json").write_text(json.dumps(config))
+    push = load_push_module()
+    figures = push.main([str(plain), "--repo_id", "org/x", "--dry-run"])
+    assert "pipeline_vlmixer.py" not in {f["path"] for f in figures["files"]} and figures["added_pipelines"] == []
+    figures = push.main([str(plain), "--repo_id", "org/x", "--dry-run", "--add_pipelines"])
+    assert "pipeline_vlmixer.py" in {f["path"] for f in figures["files"]}
+    assert figures["added_pipelines"] == ["zero-shot-image-classification"]
+    assert not (plain / "pipeline_vlmixer.py").exists() and "custom_pipelines" not in json.loads((plain / "config.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (lambda f: (f / "model.safetensors").unlink(), "model.safetensors"),
+        (lambda f: (f / "config.json").unlink(), "config.json"),
+        (lambda f: (f / "tokenizer.json").unlink(), "tokenizer.json"),
+        (lambda f: (f / "processor_config.json").unlink(), "processor_config.json"),
+        (lambda f: (f / "modeling_vlmixer.py").unlink(), "modeling_vlmixer.py"),  # named in auto_map
+        (lambda f: (f / "pipeline_vlmixer.py").unlink(), "pipeline_vlmixer.py"),  # named in custom_pipelines
+        (lambda f: (f / "gallery.py").unlink(), "gallery.py"),  # imported by processing_vlmixer.py
+        (lambda f: (f / "gallery.safetensors").unlink(), "gallery.safetensors"),
+        (lambda f: (f / "README.md").unlink(), "README.md"),
+        (lambda f: (f / "README.md").write_text("accuracy $zero_shot_top1\n"), "$zero_shot_top1"),
+    ],
+    ids=["weights", "config", "tokenizer", "processor", "auto_map code", "pipeline code", "relative import", "gallery",
+         "card", "unfilled card"],  # fmt: skip
+)
+def test_incomplete_folders_are_refused_before_any_upload(hub_folder, tmp_path, breakage, message, no_network, capsys):
+    folder = tmp_path / "broken"
+    shutil.copytree(hub_folder, folder)
+    breakage(folder)
+    with pytest.raises(SystemExit) as exit_info:
+        load_push_module().main([str(folder), "--repo_id", "org/x"])  # not a dry run: it must stop before the network
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    figures = json.loads(captured.out.strip().splitlines()[-1])
+    assert figures["ok"] is False and any(message in line for line in figures["missing"])
+
+
+def test_upload_sends_exactly_the_listed_files_with_only_the_network_calls_mocked(hub_folder, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = (repo_id, kwargs)
+        return huggingface_hub.hf_api.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, **kwargs):
+        calls["upload_folder"] = kwargs
+        return huggingface_hub.hf_api.CommitInfo(
+            commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/{COMMIT}", commit_message=kwargs["commit_message"],
+            commit_description="", oid=COMMIT,
+        )  # fmt: skip
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    folder = tmp_path / "weird [name]"  # glob characters in the path and a file name must not widen the upload
+    shutil.copytree(hub_folder, folder)
+    (folder / "notes[1].txt").write_text("kept")
+    (folder / "scheduler.pt").write_bytes(b"pickled")
+    figures = load_push_module().main([str(folder), "--repo_id", "org/vlmixer-base", "--private", "--commit_message",
+                                       "Release", "--token", "hf_test", "--output", str(tmp_path / "out.json")])  # fmt: skip
+    repo_id, create_kwargs = calls["create_repo"]
+    assert repo_id == "org/vlmixer-base" and create_kwargs["private"] is True and create_kwargs["exist_ok"] is True
+    upload = calls["upload_folder"]
+    assert upload["repo_id"] == "org/vlmixer-base" and upload["commit_message"] == "Release"
+    assert Path(upload["folder_path"]) == folder.resolve()
+    listed = sorted(f["path"] for f in figures["files"])
+    on_disk = sorted(p.name for p in folder.iterdir())
+    selected = sorted(filter_repo_objects(on_disk, allow_patterns=upload["allow_patterns"]))
+    assert selected == listed and "notes[1].txt" in listed and "scheduler.pt" not in listed
+    assert figures["commit_url"].endswith(COMMIT) and figures["commit_oid"] == COMMIT and figures["dry_run"] is False
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
+    assert json.loads((tmp_path / "out.json").read_text()) == figures
+    assert "hf_test" not in json.dumps(figures)
+
+
+# ---------------------------------------------------------------------------------------------- the model card
+
+
+def test_model_card_placeholders_are_exactly_what_demo_fills(tmp_path):
+    import huggingface_hub
+
+    template = (REPO_ROOT / "model_card.md").read_text()
+    placeholders = {m.group("named") or m.group("braced") for m in string.Template.pattern.finditer(template)} - {None}
+    fields = demo_card_fields()
+    assert placeholders <= fields, f"model_card.md has placeholders demo.py never fills: {placeholders - fields}"
+    for figure in ("zero_shot_top1", "linear_probe_top1", "i2t_r1", "t2i_r10", "chance_r1", "max_steps", "per_class"):
+        assert figure in placeholders  # the README's numbers stay placeholders, never hard-coded
+    card = huggingface_hub.ModelCard(render_card(tmp_path))
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers" and data["license"] == "apache-2.0"
+    assert data["pipeline_tag"] == "zero-shot-image-classification"
+    assert data["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and "fashion_mnist" in data["datasets"]
+    assert "custom_code" in data["tags"] and {"accuracy", "recall"} <= set(data["metrics"])
+    assert any("candidate_labels" in example for example in data["widget"])
+    text = card.text
+    for needle in ("trust_remote_code=True", "AutoModel", "AutoProcessor", 'pipeline("zero-shot-image-classification"',
+                   "## Intended use", "## Training data and procedure", "## Evaluation", "## Limitations", "## Citation",
+                   "2206.08919", "Wang, Teng and Jiang, Wenhao and Lu, Zhichao and Zheng, Feng and Cheng, Ran and Yin, "
+                   "Chengguo and Luo, Ping", "Cross-Modal CutMix"):  # fmt: skip
+        assert needle in text, needle
+    assert "$" not in text  # every placeholder filled, no stray dollar signs
