@@ -78,6 +78,13 @@ class VLMixerPipelineMixin:
     _load_image_processor = False
     _load_feature_extractor = False
 
+    def _run(self, inputs, kwargs):
+        """Pipeline.__call__ one input at a time: the inputs (prompts of different lengths, label lists) do not pad
+        into batches, so `batch_size` is accepted and ignored (the label prompts are embedded once and cached)."""
+        kwargs.pop("batch_size", None)
+        self._batch_size = None
+        return Pipeline.__call__(self, inputs, **kwargs)
+
     def _check_processor(self):
         if self.processor is None or not hasattr(self.processor, "encode_image_text"):
             raise ValueError(
@@ -156,7 +163,7 @@ class VLMixerZeroShotImageClassificationPipeline(VLMixerPipelineMixin, Pipeline)
             raise ValueError("Pass `candidate_labels`, the list of classes to choose from.")
         if isinstance(candidate_labels, str):
             candidate_labels = [label.strip() for label in candidate_labels.split(",")]
-        return super().__call__(image, candidate_labels=list(candidate_labels), **kwargs)
+        return self._run(image, {**kwargs, "candidate_labels": list(candidate_labels)})
 
     def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, use_concept_forms=None, timeout=None, **kwargs):
         if kwargs:
@@ -273,7 +280,7 @@ class VLMixerVisualQuestionAnsweringPipeline(VLMixerPipelineMixin, Pipeline):
             inputs = [{"image": image, "question": q} for q in question]
         else:
             inputs = {"image": image, "question": question}
-        return super().__call__(inputs, **kwargs)
+        return self._run(inputs, kwargs)
 
     def _sanitize_parameters(self, top_k=None, boxes=None, timeout=None, **kwargs):
         if kwargs:

@@ -214,6 +214,7 @@ def test_zero_shot_accepts_pil_images_paths_arrays_and_lists(zero_shot, tmp_path
     assert zero_shot(gray, candidate_labels=LABELS) == zero_shot(np.stack([gray] * 3, -1), candidate_labels=LABELS)
     both = zero_shot([rgb, gray], candidate_labels=LABELS)
     assert len(both) == 2 and both[0] == reference
+    assert zero_shot([rgb, gray], candidate_labels=LABELS, batch_size=2) == both  # accepted, run one at a time
     with pytest.raises(TypeError, match="image"):
         zero_shot(3, candidate_labels=LABELS)
 
@@ -276,6 +277,8 @@ def test_vqa_inputs_boxes_and_errors(vqa_folder):
     assert vqa({"image": image, "question": "is it a shoe?"}, top_k=2) == one
     many = vqa([{"image": image, "question": "is it a shoe?"}, {"image": other, "question": "how many?"}], top_k=2)
     assert len(many) == 2 and many[0] == one
+    assert vqa([{"image": image, "question": "is it a shoe?"}, {"image": other, "question": "how many?"}], top_k=2,
+               batch_size=2) == many  # fmt: skip
     assert vqa(image=[image, other], question="is it a shoe?", top_k=2)[0] == one
     assert vqa(image=image, question=["is it a shoe?", "how many?"], top_k=2) == [one, many[1]]
     whole_only = vqa(image=image, question="is it a shoe?", top_k=5, boxes=WHOLE)
