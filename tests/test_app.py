@@ -1,6 +1,8 @@
 """The Gradio app (scripts/app.py) in a real browser: headless Chromium driven by Selenium.
 
-The app runs in a subprocess on a free local port with the trained checkpoint (vlmixer-small, or $VLMIXER_APP_MODEL);
+The app runs in a subprocess on a free local port with the trained checkpoint (vlmixer-small, or $VLMIXER_APP_MODEL),
+or, where `make demo` has not run (CI), with a checkpoint that scripts/pretrain.py writes after two steps on a
+50-image gallery: then the page is checked, but not that the trouser wins;
 the browser clicks a Fashion-MNIST test image among the examples, presses Classify, and reads the top label from the
 page; then it types a sentence and checks that the cross-modal CutMix picture is redrawn. A screenshot of the page is
 checked to be a non-blank PNG (written to $VLMIXER_APP_SCREENSHOT too when set, e.g. docs/app_screenshot.png).
@@ -46,9 +48,29 @@ def missing_for_browser_test() -> str | None:
         return "chromium or chromedriver is not installed: apt-get install chromium chromium-driver"
     if not FASHION_MNIST.exists():
         return f"{FASHION_MNIST} is missing: apt-get install dataset-fashion-mnist (make data)"
-    if not (MODEL / "config.json").exists():
-        return f"the trained checkpoint {MODEL} is missing: run `make demo` (or set VLMIXER_APP_MODEL)"
     return None
+
+
+TRAINED = (MODEL / "config.json").exists()
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    """The trained checkpoint, or else a barely trained one made by the real scripts (the page, not the accuracy)."""
+    if TRAINED:
+        return MODEL
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import build_gallery
+    import make_corpus
+    import pretrain
+
+    work = tmp_path_factory.mktemp("app-model")
+    build_gallery.main(["--fashion_mnist", str(FASHION_MNIST.parent), "--per_class", "5", "--image_size", "64",
+                        "--thumbnail_size", "28", "--output_dir", str(work / "gallery")])  # fmt: skip
+    make_corpus.main(["--output_file", str(work / "corpus.txt"), "--sentences", "200"])
+    pretrain.main(["--text_corpus", str(work / "corpus.txt"), "--gallery", str(work / "gallery"), "--output_dir",
+                   str(work / "run"), "--max_steps", "2", "--batch_size", "4", "--image_size", "64"])  # fmt: skip
+    return work / "run" / "final"
 
 
 needs_browser = pytest.mark.skipif(missing_for_browser_test() is not None, reason=str(missing_for_browser_test()))
@@ -87,7 +109,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, model_folder):
     """(URL, log file) of the app served by a subprocess on a free port, with the offline settings of its own."""
     folder = tmp_path_factory.mktemp("app")
     port = free_port()
@@ -97,7 +119,7 @@ def app(tmp_path_factory):
     log_path = folder / "app.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", GUARDED_RUN, str(APP), "--model", str(MODEL), "--port", str(port),
+            [sys.executable, "-c", GUARDED_RUN, str(APP), "--model", str(model_folder), "--port", str(port),
              "--examples_dir", str(folder / "examples")],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -209,11 +231,12 @@ def test_example_image_is_classified_in_the_browser(app, browser, tmp_path):
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image img[src*='trouser']"))
     browser.find_element(By.ID, "classify").click()
     top = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#scores [data-testid='label-output-value']"))[0]
-    assert top.text.strip() == "trouser"
     shown = browser.find_elements(By.CSS_SELECTOR, "#scores meter")
     assert len(shown) == 5  # the top five of the ten default labels, with their confidences
     confidences = {m.get_attribute("aria-label"): float(m.get_attribute("value")) for m in shown}
-    assert max(confidences, key=confidences.get) == "trouser" and confidences["trouser"] > 0.3
+    assert max(confidences, key=confidences.get) == top.text.strip() and sum(confidences.values()) <= 1.0 + 1e-6
+    if TRAINED:
+        assert top.text.strip() == "trouser" and confidences["trouser"] > 0.3
 
     screenshot = full_page_screenshot(browser)
     (tmp_path / "app.png").write_bytes(screenshot)
