@@ -42,6 +42,11 @@ class VLMixerConfig(PreTrainedConfig):
     *_loss_weight (`float`): weights of the pre-training losses in their sum (see `VLMixerForPreTraining`).
         `paired_contrastive_loss_weight` and `paired_matching_loss_weight` also weigh the two losses of
         `VLMixerForImageTextRetrieval` fine-tuned on matched pairs.
+    momentum_queue_size (`int`): 0 (the default) contrasts the two views of a sentence within the global batch only;
+        more keeps a momentum encoder and a queue of that many past sentence embeddings per view as extra negatives of
+        the text stream's contrastive loss (MoCo / ALBEF), for small batches.
+    momentum_coefficient (`float`): how slowly the momentum encoder follows the encoder (its weight in the moving
+        average, 0.995 as ALBEF); used only with a queue.
     classifier_dropout (`float`, *optional*): dropout before the classifiers of the downstream heads (question answering,
         visual reasoning, sequence classification); `hidden_dropout_prob` when unset, as in BERT.
     num_labels, id2label, label2id, problem_type: the classes of the downstream heads, as in BERT (the answer
@@ -96,6 +101,8 @@ class VLMixerConfig(PreTrainedConfig):
     paired_mlm_loss_weight: float | int = 1.0
     paired_contrastive_loss_weight: float | int = 1.0
     paired_matching_loss_weight: float | int = 1.0
+    momentum_queue_size: int = 0
+    momentum_coefficient: float | int = 0.995
 
     def __post_init__(self, **kwargs):
         # `@strict` wraps validator errors in its own exception type; check first so users get a plain ValueError.
@@ -135,6 +142,10 @@ class VLMixerConfig(PreTrainedConfig):
         for name in [field for field in self.__dataclass_fields__ if field.endswith("_loss_weight")]:
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if self.momentum_queue_size < 0:
+            raise ValueError(f"`momentum_queue_size` must be >= 0 (0 turns the queue off), got {self.momentum_queue_size}.")
+        if not 0 <= self.momentum_coefficient < 1:
+            raise ValueError(f"`momentum_coefficient` must be in [0, 1), got {self.momentum_coefficient}.")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")

@@ -167,6 +167,9 @@ class VLMixerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, BertEmbeddings):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
             init.zeros_(module.token_type_ids)
+        elif isinstance(module, VLMixerMomentumContrast):
+            for buffer in (module.text_queue, module.mixed_queue, module.queue_pointer, module.queue_count, module.initialized):
+                init.zeros_(buffer)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves as `PreTrainedModel` does, with every Auto class in `auto_map` so the folder loads as remote code."""
@@ -181,10 +184,11 @@ class VLMixerPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, *args, **kwargs):
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) with output_loading_info
-        # Loading replaces the backbone's parameters with fresh, trainable ones; it is frozen by design.
-        backbone = getattr(model.base_model, "vision_backbone", None)
-        if backbone is not None:
-            backbone.requires_grad_(False)
+        # Loading replaces the parameters it does not find with fresh, trainable ones; the backbone and the momentum
+        # encoder never train.
+        for frozen in (getattr(model.base_model, "vision_backbone", None), getattr(model, "momentum", None)):
+            if frozen is not None:
+                frozen.requires_grad_(False)
         return loaded
 
     def image_regions(
@@ -578,6 +582,65 @@ class VLMixerContrastiveHead(nn.Module):
         return F.normalize(self.projection(mean_pool(hidden_states, attention_mask)), dim=-1)
 
 
+class VLMixerMomentumContrast(nn.Module):
+    """
+    The momentum encoder and queues of the text stream's contrast (MoCo / ALBEF): an exponential moving average of the
+    encoder and the contrastive head, and the unit embeddings it gave to the last `momentum_queue_size` original and
+    mixed sentences, extra negatives for small batches. It never trains and is not saved by `save_pretrained` (a
+    loaded model copies its encoder at the first forward); resumable training states (`model.state_dict()`) keep it.
+    """
+
+    def __init__(self, config: VLMixerConfig):
+        super().__init__()
+        self.encoder = VLMixerModel(config, add_pooling_layer=False)
+        self.encoder.vision_backbone = None  # the text stream reads gallery features, never pixels
+        self.head = VLMixerContrastiveHead(config)
+        self.requires_grad_(False)
+        size, dim = config.momentum_queue_size, config.projection_dim
+        self.register_buffer("text_queue", torch.zeros(size, dim))
+        self.register_buffer("mixed_queue", torch.zeros(size, dim))
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))  # where the next key goes
+        self.register_buffer("queue_count", torch.zeros((), dtype=torch.long))  # how many rows hold keys
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.long))  # 1 once copied from the encoder
+        self._keys_to_ignore_on_save = set(self.state_dict())
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # keys without dropout
+
+    @torch.no_grad()
+    def follow(self, encoder: nn.Module, head: nn.Module, coefficient: float) -> None:
+        """momentum <- coefficient * momentum + (1 - coefficient) * online; a plain copy the first time."""
+        first = not bool(self.initialized)
+        for momentum_part, online_part in ((self.encoder, encoder), (self.head, head)):
+            for name, momentum_parameter in momentum_part.named_parameters():
+                online = online_part.get_parameter(name).detach()
+                if first:
+                    momentum_parameter.copy_(online)
+                else:
+                    momentum_parameter.lerp_(online, 1.0 - coefficient)
+        self.initialized.fill_(1)
+
+    @torch.no_grad()
+    def embed(self, **inputs) -> torch.Tensor:
+        return self.head(self.encoder(**inputs).last_hidden_state, inputs["attention_mask"])
+
+    @torch.no_grad()
+    def enqueue(self, text_keys: torch.Tensor, mixed_keys: torch.Tensor) -> None:
+        """Writes the newest keys over the oldest (at most the queue size of them)."""
+        size = self.text_queue.shape[0]
+        text_keys, mixed_keys = text_keys[-size:], mixed_keys[-size:]
+        rows = (self.queue_pointer + torch.arange(len(text_keys), device=text_keys.device)) % size
+        self.text_queue[rows] = text_keys.to(self.text_queue.dtype)
+        self.mixed_queue[rows] = mixed_keys.to(self.mixed_queue.dtype)
+        self.queue_pointer.copy_((self.queue_pointer + len(text_keys)) % size)
+        self.queue_count.clamp_(max=size - len(text_keys)).add_(len(text_keys))
+
+    def queued(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (queue_count, P) text and mixed keys held so far."""
+        count = int(self.queue_count)
+        return self.text_queue[:count], self.mixed_queue[:count]
+
+
 class VLMixerMatchingHead(nn.Module):
     """Image-text matching on the pooled [CLS] state (as BERT's next-sentence head): (B, H) -> (B, 2) logits, column 1 = matched."""
 
@@ -797,11 +860,13 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
     """
 
     _auto_class = "AutoModelForPreTraining"
+    _keys_to_ignore_on_load_missing = [r"^momentum\."]  # never saved (see VLMixerMomentumContrast)
 
     def __init__(self, config: VLMixerConfig):
         super().__init__(config, add_pooling_layer=True)
         self.contrastive = VLMixerContrastiveHead(config)
         self.matching = VLMixerMatchingHead(config)
+        self.momentum = VLMixerMomentumContrast(config) if config.momentum_queue_size > 0 else None
         self.post_init()
 
     def token_prediction_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -850,14 +915,40 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         if config.contrastive_loss_weight > 0:
             embeds["mixed_embeds"] = self.contrastive(hidden, mixed["attention_mask"])
             embeds["text_embeds"] = self.contrastive(original_hidden, original_attention_mask)
-            losses["contrastive_loss"] = symmetric_info_nce(
-                embeds["text_embeds"], embeds["mixed_embeds"], self.contrastive.logit_scale
-            )
+            if self.momentum is None:
+                losses["contrastive_loss"] = symmetric_info_nce(
+                    embeds["text_embeds"], embeds["mixed_embeds"], self.contrastive.logit_scale
+                )
+            else:
+                original = {"input_ids": original_input_ids, "attention_mask": original_attention_mask}
+                losses["contrastive_loss"] = self.momentum_info_nce(embeds["text_embeds"], embeds["mixed_embeds"], original, mixed)
         if config.patch_alignment_loss_weight > 0 and bool((mixed["input_ids"] == config.image_token_id).any()):
             losses["patch_alignment_loss"] = self.patch_alignment_loss(
                 hidden, original_hidden, mixed["input_ids"], mixed["position_ids"]
             )
         return losses, embeds
+
+    def momentum_info_nce(self, text_embeds, mixed_embeds, original: dict, mixed: dict) -> torch.Tensor:
+        """
+        Symmetric InfoNCE of each view against the momentum encoder's keys of the other view: the global batch's keys
+        (positives on the diagonal) and the queue's (negatives only). In training the momentum encoder first follows
+        the encoder (`momentum_coefficient`), and this batch's keys enter the queue afterwards.
+        """
+        momentum = self.momentum
+        if self.training or not bool(momentum.initialized):
+            momentum.follow(self.vlmixer, self.contrastive, self.config.momentum_coefficient)
+        with torch.no_grad():
+            text_keys, offset = gather_with_grad(momentum.embed(**original))
+            mixed_keys, _ = gather_with_grad(momentum.embed(**mixed))
+        queued_text, queued_mixed = momentum.queued()
+        targets = torch.arange(text_embeds.shape[0], device=text_embeds.device) + offset
+        scale = self.contrastive.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+        text_to_mixed = scale * text_embeds @ torch.cat([mixed_keys, queued_mixed]).T
+        mixed_to_text = scale * mixed_embeds @ torch.cat([text_keys, queued_text]).T
+        loss_sum = (F.cross_entropy(text_to_mixed, targets, reduction="sum") + F.cross_entropy(mixed_to_text, targets, reduction="sum")) / 2
+        if self.training:
+            momentum.enqueue(text_keys, mixed_keys)
+        return global_mean(loss_sum, torch.tensor(float(text_embeds.shape[0])))
 
     def _pair_stream_losses(self, pair_batch: dict) -> dict:
         hidden = self.vlmixer(**sub_batch_inputs(pair_batch)).last_hidden_state

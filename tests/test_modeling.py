@@ -31,6 +31,11 @@ def tiny_mlm():
         (dict(image_token_id=10**6), "image_token_id"),
         (dict(visual_box_dim=5), "visual_box_dim"),
         (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+        (dict(classifier_dropout=1.0), "classifier_dropout"),
+        (dict(sep_token_id=500), "sep_token_id"),
+        (dict(cls_token_id=1), "three different tokens"),
+        (dict(momentum_queue_size=-1), "momentum_queue_size"),
+        (dict(momentum_coefficient=1.0), "momentum_coefficient"),
     ],
 )
 def test_invalid_config_raises_value_error(overrides, message):

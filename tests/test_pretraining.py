@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 from transformers import AutoModelForPreTraining, AutoTokenizer
 
 from modeling_vlmixer import VLMixerForPreTraining
@@ -242,3 +243,79 @@ def test_resume_without_checkpoint_and_bad_inputs(run_inputs, tmp_path):
     command[command.index("--text_corpus") + 1] = str(empty)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "fewer than one global batch" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- momentum queue
+
+
+def info_nce_by_hand(queries, keys, scale):
+    """Mean cross-entropy of query i against all keys, key i the positive."""
+    return F.cross_entropy(scale * queries @ keys.T, torch.arange(len(queries)))
+
+
+def test_momentum_queue_is_off_by_default_and_changes_nothing(model, processor):
+    assert model.config.momentum_queue_size == 0 and model.momentum is None
+    assert not any(key.startswith("momentum") for key in model.state_dict())
+    batch = text_batch(processor)
+    outputs = model(**batch)
+    scale = model.contrastive.logit_scale.exp()
+    by_hand = (info_nce_by_hand(outputs.text_embeds, outputs.mixed_embeds, scale)
+               + info_nce_by_hand(outputs.mixed_embeds, outputs.text_embeds, scale)) / 2  # fmt: skip
+    torch.testing.assert_close(outputs.contrastive_loss, by_hand)
+    # Switched on, the first step contrasts against the momentum copy with an empty queue: the same value.
+    torch.manual_seed(0)
+    with_queue = VLMixerForPreTraining(tiny_config(vocab_size=30522, max_position_embeddings=128, momentum_queue_size=16))
+    with_queue.load_state_dict(model.state_dict(), strict=False)
+    torch.testing.assert_close(with_queue(**batch).contrastive_loss, outputs.contrastive_loss)
+
+
+def test_momentum_queue_fills_rolls_and_follows_the_encoder(processor, tmp_path):
+    torch.manual_seed(0)
+    model = VLMixerForPreTraining(tiny_config(vocab_size=30522, max_position_embeddings=128, momentum_queue_size=16,
+                                              momentum_coefficient=0.9))  # fmt: skip
+    momentum = model.momentum
+    assert not any(p.requires_grad for p in momentum.parameters()) and momentum.encoder.vision_backbone is None
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    batches = [text_batch(processor, seed) for seed in range(3)]
+    counts, pointers, keys = [], [], []
+    for batch in batches:
+        before = {name: p.detach().clone() for name, p in momentum.encoder.named_parameters()}
+        online = {name: model.vlmixer.get_parameter(name).detach().clone() for name in before}
+        queued_text, queued_mixed = (q.clone() for q in momentum.queued())
+        outputs = model(**batch)
+        name = "encoder.layer.0.attention.self.query.weight"
+        if keys:  # from the second step on, the momentum encoder moved 10% of the way to the encoder first
+            torch.testing.assert_close(momentum.encoder.get_parameter(name), 0.9 * before[name] + 0.1 * online[name])
+        text_keys = momentum.embed(input_ids=batch["original_input_ids"], attention_mask=batch["original_attention_mask"])
+        mixed_keys = momentum.embed(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    position_ids=batch["position_ids"], visual_features=batch["visual_features"],
+                                    visual_boxes=batch["visual_boxes"])  # fmt: skip
+        scale = model.contrastive.logit_scale.exp()
+        by_hand = (info_nce_by_hand(outputs.text_embeds, torch.cat([mixed_keys, queued_mixed]), scale)
+                   + info_nce_by_hand(outputs.mixed_embeds, torch.cat([text_keys, queued_text]), scale)) / 2  # fmt: skip
+        torch.testing.assert_close(outputs.contrastive_loss, by_hand, atol=1e-5, rtol=1e-5)
+        keys.append(text_keys)
+        counts.append(int(momentum.queue_count))
+        pointers.append(int(momentum.queue_pointer))
+        optimizer.zero_grad()
+        outputs.loss.backward()
+        optimizer.step()
+    assert counts == [6, 12, 16] and pointers == [6, 12, 2]  # 6 sentences a step, 16 rows: the third step wraps
+    torch.testing.assert_close(momentum.text_queue[12:16], keys[2][:4])
+    torch.testing.assert_close(momentum.text_queue[0:2], keys[2][4:])
+    torch.testing.assert_close(momentum.text_queue[2:6], keys[0][2:6])  # the oldest that survived
+    torch.testing.assert_close(momentum.text_queue[6:12], keys[1])
+
+    model.eval()(**batches[0])  # evaluation reads the queue but neither moves the encoder nor enqueues
+    assert (int(momentum.queue_count), int(momentum.queue_pointer)) == (16, 2)
+    assert any(key.startswith("momentum.") for key in model.state_dict())  # resumable training states keep it
+    model.save_pretrained(tmp_path)
+    reloaded, info = VLMixerForPreTraining.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and int(reloaded.momentum.initialized) == 0
+    assert not any(p.requires_grad for p in reloaded.momentum.parameters())
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as saved:
+        assert not any(key.startswith("momentum.") for key in saved.keys())
+    reloaded.eval()(**batches[0])  # the first forward copies the encoder
+    torch.testing.assert_close(reloaded.momentum.encoder.get_parameter(name), reloaded.vlmixer.get_parameter(name))
