@@ -28,9 +28,9 @@ class VLMixerConfig(PreTrainedConfig):
     visual_feature_dim (`int`): size of one region feature produced by the visual backbone (1280 for EfficientNet-Lite0).
     visual_box_dim (`int`): size of the box geometry fed to the model, 4 (x1, y1, x2, y2) or 6 (plus width, height).
     image_token_id (`int`): the placeholder token id where a visual token goes (`[unused0]`, id 1, in BERT's vocabulary).
-    cls_token_id, sep_token_id (`int`): `[CLS]` and `[SEP]` (101 and 102 in BERT's vocabulary). The model writes them
-        itself where it builds sequences: an image alone (`[CLS] regions [SEP]`), a caption with an image for image-text
-        matching, the start and the end of a generated caption.
+    cls_token_id, sep_token_id (`int`): `[CLS]` and `[SEP]` (101 and 102 in BERT's vocabulary). The model writes
+        them itself where it builds sequences: an image alone (`[CLS] regions [SEP]`), a caption with an image for
+        image-text matching, the start and the end of a generated caption.
     vision_backbone (`str`): which module turns `pixel_values` into features: `"efficientnet-lite0"` (built in, frozen),
         `"auto"` (any vision model `transformers.AutoModel` builds from `vision_config`), or `"precomputed"` (the model
         has no backbone and reads `visual_features` only, e.g. VinVL/BUTD features on disk).
@@ -47,8 +47,8 @@ class VLMixerConfig(PreTrainedConfig):
         the text stream's contrastive loss (MoCo / ALBEF), for small batches.
     momentum_coefficient (`float`): how slowly the momentum encoder follows the encoder (its weight in the moving
         average, 0.995 as ALBEF); used only with a queue.
-    classifier_dropout (`float`, *optional*): dropout before the classifiers of the downstream heads (question answering,
-        visual reasoning, sequence classification); `hidden_dropout_prob` when unset, as in BERT.
+    classifier_dropout (`float`, *optional*): dropout before the classifiers of the downstream heads (question
+        answering, visual reasoning, sequence classification); `hidden_dropout_prob` when unset, as in BERT.
     num_labels, id2label, label2id, problem_type: the classes of the downstream heads, as in BERT (the answer
         vocabulary of `VLMixerForQuestionAnswering`).
 
@@ -143,17 +143,23 @@ class VLMixerConfig(PreTrainedConfig):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if self.momentum_queue_size < 0:
-            raise ValueError(f"`momentum_queue_size` must be >= 0 (0 turns the queue off), got {self.momentum_queue_size}.")
+            raise ValueError(
+                f"`momentum_queue_size` must be >= 0 (0 turns the queue off), got {self.momentum_queue_size}."
+            )
         if not 0 <= self.momentum_coefficient < 1:
             raise ValueError(f"`momentum_coefficient` must be in [0, 1), got {self.momentum_coefficient}.")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
         if self.visual_box_dim not in (4, 6):
-            raise ValueError(f"`visual_box_dim` must be 4 (x1, y1, x2, y2) or 6 (plus w, h), got {self.visual_box_dim}.")
+            raise ValueError(
+                f"`visual_box_dim` must be 4 (x1, y1, x2, y2) or 6 (plus w, h), got {self.visual_box_dim}."
+            )
         for name in ("image_token_id", "cls_token_id", "sep_token_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
-                raise ValueError(f"`{name}` ({getattr(self, name)}) must lie in the vocabulary [0, {self.vocab_size}).")
+                raise ValueError(
+                    f"`{name}` ({getattr(self, name)}) must lie in the vocabulary [0, {self.vocab_size})."
+                )
         if len({self.image_token_id, self.cls_token_id, self.sep_token_id}) < 3:
             raise ValueError("`image_token_id`, `cls_token_id` and `sep_token_id` must be three different tokens.")
         self._validate_vision_backbone()
@@ -179,7 +185,9 @@ class VLMixerConfig(PreTrainedConfig):
                     f"`visual_feature_dim` is {self.visual_feature_dim}."
                 )
         elif self.vision_config is not None:
-            raise ValueError(f"`vision_config` is only used with `vision_backbone='auto'`, not {self.vision_backbone!r}.")
+            raise ValueError(
+                f"`vision_config` is only used with `vision_backbone='auto'`, not {self.vision_backbone!r}."
+            )
 
 
 __all__ = ["VLMixerConfig", "PRESETS", "VISION_BACKBONES"]

@@ -168,7 +168,13 @@ class VLMixerPreTrainedModel(PreTrainedModel):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
             init.zeros_(module.token_type_ids)
         elif isinstance(module, VLMixerMomentumContrast):
-            for buffer in (module.text_queue, module.mixed_queue, module.queue_pointer, module.queue_count, module.initialized):
+            for buffer in (
+                module.text_queue,
+                module.mixed_queue,
+                module.queue_pointer,
+                module.queue_count,
+                module.initialized,
+            ):
                 init.zeros_(buffer)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -176,7 +182,7 @@ class VLMixerPreTrainedModel(PreTrainedModel):
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if self._auto_class is None and kwargs.get("is_main_process", True):
-            # A head without an Auto class (retrieval, visual reasoning): its code travels with the folder all the same.
+            # A head without an Auto class (retrieval, visual reasoning): its code travels with the folder too.
             custom_object_save(self, save_directory)
         return result
 
@@ -201,12 +207,13 @@ class VLMixerPreTrainedModel(PreTrainedModel):
         r"""
         Images given one per row (the input format of retrieval and captioning) -> their regions, image after image.
 
-        visual_features (`(batch_size, num_regions, visual_feature_dim)`): region features, padded to the image with the
-            most regions; `(batch_size, visual_feature_dim)` is one region (the whole image) per image.
-        visual_boxes (`(batch_size, num_regions, 4)`, *optional*): normalised x1, y1, x2, y2; the whole image when omitted.
+        visual_features (`(batch_size, num_regions, visual_feature_dim)`): region features, padded to the image
+            with the most regions; `(batch_size, visual_feature_dim)` is one region (the whole image) per image.
+        visual_boxes (`(batch_size, num_regions, 4)`, *optional*): normalised x1, y1, x2, y2; the whole image when
+            omitted.
         region_mask (`(batch_size, num_regions)`, *optional*): 1 for a region, 0 for padding; all regions when omitted.
-        pixel_values (`(batch_size, num_regions, 3, height, width)`, *optional*): region crops for the backbone, instead
-            of `visual_features`.
+        pixel_values (`(batch_size, num_regions, 3, height, width)`, *optional*): region crops for the backbone,
+            instead of `visual_features`.
         """
         if (visual_features is None) == (pixel_values is None):
             raise ValueError("Pass the images as exactly one of `visual_features` or `pixel_values`.")
@@ -214,12 +221,22 @@ class VLMixerPreTrainedModel(PreTrainedModel):
         per_image_dims = 3 if visual_features is not None else 5
         if padded.dim() == per_image_dims - 1:  # one region per image
             padded = padded.unsqueeze(1)
-            visual_boxes = visual_boxes.unsqueeze(1) if visual_boxes is not None and visual_boxes.dim() == 2 else visual_boxes
-            region_mask = region_mask.unsqueeze(1) if region_mask is not None and region_mask.dim() == 1 else region_mask
+            visual_boxes = (
+                visual_boxes.unsqueeze(1) if visual_boxes is not None and visual_boxes.dim() == 2 else visual_boxes
+            )
+            region_mask = (
+                region_mask.unsqueeze(1) if region_mask is not None and region_mask.dim() == 1 else region_mask
+            )
         if padded.dim() != per_image_dims:
             name = "visual_features" if visual_features is not None else "pixel_values"
-            shape = "(batch_size, num_regions, visual_feature_dim)" if visual_features is not None else "(batch_size, num_regions, 3, height, width)"  # fmt: skip
-            raise ValueError(f"`{name}` must have shape {shape} (one row of regions per image), got {tuple(padded.shape)}.")
+            shape = (
+                "(batch_size, num_regions, visual_feature_dim)"
+                if visual_features is not None
+                else "(batch_size, num_regions, 3, height, width)"
+            )
+            raise ValueError(
+                f"`{name}` must have shape {shape} (one row of regions per image), got {tuple(padded.shape)}."
+            )
         if visual_features is not None and padded.shape[-1] != self.config.visual_feature_dim:
             raise ValueError(
                 f"`visual_features` must have shape (batch_size, num_regions, {self.config.visual_feature_dim}) for "
@@ -229,13 +246,17 @@ class VLMixerPreTrainedModel(PreTrainedModel):
         if region_mask is None:
             region_mask = torch.ones(batch_size, num_regions, dtype=torch.bool, device=padded.device)
         elif region_mask.shape != (batch_size, num_regions):
-            raise ValueError(f"`region_mask` must have shape ({batch_size}, {num_regions}), got {tuple(region_mask.shape)}.")
+            raise ValueError(
+                f"`region_mask` must have shape ({batch_size}, {num_regions}), got {tuple(region_mask.shape)}."
+            )
         region_mask = region_mask.to(padded.device).bool()
         counts = region_mask.sum(dim=1)
         if bool((counts == 0).any()):
             raise ValueError("Every image needs at least one region; `region_mask` has a row of zeros.")
         if visual_boxes is not None and visual_boxes.shape != (batch_size, num_regions, 4):
-            raise ValueError(f"`visual_boxes` must have shape ({batch_size}, {num_regions}, 4), got {tuple(visual_boxes.shape)}.")
+            raise ValueError(
+                f"`visual_boxes` must have shape ({batch_size}, {num_regions}, 4), got {tuple(visual_boxes.shape)}."
+            )
         features = padded[region_mask]
         if pixel_values is not None:
             features = self.base_model.get_visual_features(features)
@@ -316,9 +337,11 @@ class VLMixerModel(VLMixerPreTrainedModel):
         return pooled_backbone_features(self.vision_backbone, pixel_values)
 
     def _encoder_attention_mask(self, attention_mask: torch.Tensor | None, embeddings: torch.Tensor):
-        """A (B, L) padding mask, or a (B, L, L) / (B, 1, L, L) per-example query-key mask, in the attention's format."""
+        """A (B, L) padding mask or a (B, L, L) / (B, 1, L, L) query-key mask, in the format of the attention."""
         if attention_mask is None or attention_mask.dim() == 2:
-            return create_bidirectional_mask(config=self.config, inputs_embeds=embeddings, attention_mask=attention_mask)
+            return create_bidirectional_mask(
+                config=self.config, inputs_embeds=embeddings, attention_mask=attention_mask
+            )
         batch_size, length = embeddings.shape[:2]
         if attention_mask.dim() == 4 and attention_mask.shape[1] == 1:
             attention_mask = attention_mask[:, 0]
@@ -328,7 +351,9 @@ class VLMixerModel(VLMixerPreTrainedModel):
                 f"{length}) for which key each query attends, got {tuple(attention_mask.shape)}."
             )
         if self.config._attn_implementation.startswith("flash"):
-            raise ValueError("A per-example (batch, query, key) attention mask needs sdpa, eager or flex attention, not flash.")
+            raise ValueError(
+                "A per-example (batch, query, key) attention mask needs sdpa, eager or flex attention, not flash."
+            )
         allowed = attention_mask.to(device=embeddings.device, dtype=torch.bool)
         if not bool(allowed.any(dim=-1).all()):
             raise ValueError("Every query must be allowed to attend at least one key in `attention_mask`.")
@@ -642,7 +667,7 @@ class VLMixerMomentumContrast(nn.Module):
 
 
 class VLMixerMatchingHead(nn.Module):
-    """Image-text matching on the pooled [CLS] state (as BERT's next-sentence head): (B, H) -> (B, 2) logits, column 1 = matched."""
+    """Image-text matching on the pooled [CLS] (as BERT's next-sentence head): (B, H) -> (B, 2), column 1 = matched."""
 
     def __init__(self, config: VLMixerConfig):
         super().__init__()
@@ -663,7 +688,8 @@ class ImageRegions(NamedTuple):
         """The (sum of counts[image_index],) feature rows of the images `image_index`, in that order."""
         counts = self.counts[image_index]
         firsts = (self.counts.cumsum(0) - self.counts)[image_index]
-        offsets = torch.arange(int(counts.sum()), device=counts.device) - (counts.cumsum(0) - counts).repeat_interleave(counts)
+        firsts_in_output = (counts.cumsum(0) - counts).repeat_interleave(counts)
+        offsets = torch.arange(int(counts.sum()), device=counts.device) - firsts_in_output
         return firsts.repeat_interleave(counts) + offsets
 
 
@@ -745,7 +771,7 @@ class VLMixerImageTextMixin:
         region_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Images as `[CLS] regions [SEP]` (inputs as in `image_regions`) -> (B, projection_dim) unit image embeddings."""
+        """Images as `[CLS] regions [SEP]` (inputs as in `image_regions`) -> (B, projection_dim) unit embeddings."""
         return self.region_embeddings(self.image_regions(visual_features, visual_boxes, region_mask, pixel_values))
 
     def region_embeddings(self, regions: ImageRegions) -> torch.Tensor:
@@ -818,7 +844,7 @@ class VLMixerForPreTrainingOutput(ModelOutput):
     tag_mlm_loss: tag-aided visual pre-training, masked tags predicted from the image regions.
     paired_mlm_loss: masked language modelling of captions with their image's regions.
     paired_contrastive_loss: symmetric InfoNCE between captions and their images' regions.
-    paired_matching_loss: image-text matching on [CLS] with hard negatives drawn from the paired contrastive similarities.
+    paired_matching_loss: image-text matching on [CLS], hard negatives drawn from the paired contrastive similarities.
     text_embeds, mixed_embeds (`(batch_size, projection_dim)`): the unit sentence embeddings of both views.
     """
 
@@ -892,7 +918,9 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         """
         batch_index, slot_index = (mixed_input_ids == self.config.image_token_id).nonzero(as_tuple=True)
         if mixed_position_ids is None:
-            raise ValueError("The patch alignment loss needs the mixed view's `position_ids` (VLMixerProcessor gives them).")
+            raise ValueError(
+                "The patch alignment loss needs the mixed view's `position_ids` (VLMixerProcessor gives them)."
+            )
         first = mixed_position_ids[batch_index, slot_index]
         end = mixed_position_ids[batch_index, slot_index + 1]  # a visual token is never last: [SEP] follows it
         prefix_sums = F.pad(original_hidden.detach().cumsum(dim=1), (0, 0, 1, 0))
@@ -911,7 +939,9 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         config = self.config
         if original_input_ids is None or config.contrastive_loss_weight == config.patch_alignment_loss_weight == 0:
             return losses, embeds
-        original_hidden = self.vlmixer(input_ids=original_input_ids, attention_mask=original_attention_mask).last_hidden_state
+        original_hidden = self.vlmixer(
+            input_ids=original_input_ids, attention_mask=original_attention_mask
+        ).last_hidden_state
         if config.contrastive_loss_weight > 0:
             embeds["mixed_embeds"] = self.contrastive(hidden, mixed["attention_mask"])
             embeds["text_embeds"] = self.contrastive(original_hidden, original_attention_mask)
@@ -921,7 +951,9 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
                 )
             else:
                 original = {"input_ids": original_input_ids, "attention_mask": original_attention_mask}
-                losses["contrastive_loss"] = self.momentum_info_nce(embeds["text_embeds"], embeds["mixed_embeds"], original, mixed)
+                losses["contrastive_loss"] = self.momentum_info_nce(
+                    embeds["text_embeds"], embeds["mixed_embeds"], original, mixed
+                )
         if config.patch_alignment_loss_weight > 0 and bool((mixed["input_ids"] == config.image_token_id).any()):
             losses["patch_alignment_loss"] = self.patch_alignment_loss(
                 hidden, original_hidden, mixed["input_ids"], mixed["position_ids"]
@@ -945,7 +977,10 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         scale = self.contrastive.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
         text_to_mixed = scale * text_embeds @ torch.cat([mixed_keys, queued_mixed]).T
         mixed_to_text = scale * mixed_embeds @ torch.cat([text_keys, queued_text]).T
-        loss_sum = (F.cross_entropy(text_to_mixed, targets, reduction="sum") + F.cross_entropy(mixed_to_text, targets, reduction="sum")) / 2
+        loss_sum = (
+            F.cross_entropy(text_to_mixed, targets, reduction="sum")
+            + F.cross_entropy(mixed_to_text, targets, reduction="sum")
+        ) / 2
         if self.training:
             momentum.enqueue(text_keys, mixed_keys)
         return global_mean(loss_sum, torch.tensor(float(text_embeds.shape[0])))
@@ -953,7 +988,8 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
     def _pair_stream_losses(self, pair_batch: dict) -> dict:
         hidden = self.vlmixer(**sub_batch_inputs(pair_batch)).last_hidden_state
         losses = {"paired_mlm_loss": self.token_prediction_loss(hidden, pair_batch["labels"])}
-        contrast, matching = self.config.paired_contrastive_loss_weight > 0, self.config.paired_matching_loss_weight > 0
+        config = self.config
+        contrast, matching = config.paired_contrastive_loss_weight > 0, config.paired_matching_loss_weight > 0
         if "caption_input_ids" not in pair_batch or not (contrast or matching):
             return losses
         regions = ImageRegions(
@@ -1014,7 +1050,9 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         if pair_batch is not None:
             losses.update(self._pair_stream_losses(pair_batch))
         if not losses:
-            raise ValueError("The batch carries no stream with targets: pass labels, original_input_ids, tag_batch or pair_batch.")
+            raise ValueError(
+                "The batch carries no stream with targets: pass labels, original_input_ids, tag_batch or pair_batch."
+            )
         total = sum(getattr(self.config, f"{name}_weight") * value for name, value in losses.items())
         if torch.is_grad_enabled():
             total = total + self._idle_heads_term()
@@ -1028,11 +1066,13 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
 
 def classifier_dropout(config: VLMixerConfig) -> nn.Dropout:
     """BERT's rule: `classifier_dropout`, or `hidden_dropout_prob` when it is unset."""
-    return nn.Dropout(config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob)
+    return nn.Dropout(
+        config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+    )
 
 
 def pooled_classifier(input_size: int, num_labels: int, layer_norm_eps: float) -> nn.Sequential:
-    """ViLT's answer classifier: (…, input_size) -> Linear(2x) -> LayerNorm -> GELU -> Linear -> (…, num_labels)."""
+    """ViLT's answer classifier: (..., input_size) -> Linear(2x), LayerNorm, GELU, Linear -> (..., num_labels)."""
     return nn.Sequential(
         nn.Linear(input_size, input_size * 2),
         nn.LayerNorm(input_size * 2, eps=layer_norm_eps),
@@ -1057,7 +1097,8 @@ class VLMixerImageTextRetrievalOutput(ModelOutput):
         `logits.softmax(-1)[:, 1]` (or `logits[:, 1]`) for the second, fine stage of retrieval.
     logits_per_text (`(batch_size, batch_size)`): scaled cosine similarities of every text with every image (the fast
         first stage); `logits_per_image` is its transpose.
-    text_embeds, image_embeds (`(batch_size, projection_dim)`): unit embeddings (`get_text_features`, `get_image_features`).
+    text_embeds, image_embeds (`(batch_size, projection_dim)`): unit embeddings (`get_text_features`,
+        `get_image_features`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -1106,9 +1147,9 @@ class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel
         r"""
         input_ids, attention_mask (`(batch_size, text_length)`): the texts alone, `[CLS] text [SEP]`, padded at the end
             (the processor's `processor(text=..., cmc_ratio=0.0)`).
-        visual_features (`(batch_size, num_regions, visual_feature_dim)`), visual_boxes (`(batch_size, num_regions, 4)`),
-            region_mask (`(batch_size, num_regions)`), pixel_values (`(batch_size, num_regions, 3, height, width)`):
-            the images, one row of regions per image, padded (see `image_regions`); image i goes with text i.
+        visual_features (`(batch_size, num_regions, visual_feature_dim)`), visual_boxes (`(batch_size, num_regions,
+            4)`), region_mask (`(batch_size, num_regions)`), pixel_values (`(batch_size, num_regions, 3, height,
+            width)`): the images, one row of regions per image, padded (see `image_regions`); image i goes with text i.
         labels (`(batch_size,)`, *optional*): 1 where text i matches image i, 0 where not: cross-entropy of the
             matching head on these pairs.
         return_loss (`bool`, *optional*): without `labels`, the pairs are matched (text i describes image i): the loss
@@ -1133,7 +1174,9 @@ class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel
             if len(input_ids) < 2:
                 raise ValueError("Matched pairs need a batch of at least 2 to draw negatives from.")
             contrastive_loss = symmetric_info_nce(text_embeds, image_embeds, self.contrastive.logit_scale)
-            matching_loss = self.hard_negative_matching_loss(input_ids, attention_mask, regions, text_embeds, image_embeds)
+            matching_loss = self.hard_negative_matching_loss(
+                input_ids, attention_mask, regions, text_embeds, image_embeds
+            )
             loss = (
                 self.config.paired_contrastive_loss_weight * contrastive_loss
                 + self.config.paired_matching_loss_weight * matching_loss
@@ -1153,8 +1196,9 @@ class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel
 class VLMixerForQuestionAnswering(VLMixerPreTrainedModel):
     r"""
     Visual question answering as multi-label classification over an answer vocabulary (`config.num_labels`,
-    `config.id2label`) on the pooled [CLS] of `[CLS] question [SEP] regions [SEP]`, with VQA's soft scores as targets and
-    ViLT's loss (binary cross-entropy with logits times the number of answers). `AutoModelForVisualQuestionAnswering`.
+    `config.id2label`) on the pooled [CLS] of `[CLS] question [SEP] regions [SEP]`, with VQA's soft scores as targets
+    and ViLT's loss (binary cross-entropy with logits times the number of answers).
+    `AutoModelForVisualQuestionAnswering`.
     """
 
     _auto_class = "AutoModelForVisualQuestionAnswering"
@@ -1235,7 +1279,9 @@ class VLMixerForVisualReasoning(VLMixerPreTrainedModel):
         self.num_labels = config.num_labels
         self.vlmixer = VLMixerModel(config)
         self.dropout = classifier_dropout(config)
-        self.classifier = pooled_classifier(config.hidden_size * self.num_images, config.num_labels, config.layer_norm_eps)
+        self.classifier = pooled_classifier(
+            config.hidden_size * self.num_images, config.num_labels, config.layer_norm_eps
+        )
         self.post_init()
 
     @can_return_tuple
@@ -1269,7 +1315,10 @@ class VLMixerForVisualReasoning(VLMixerPreTrainedModel):
             if tensor is None:
                 return None
             if tuple(tensor.shape) != tuple(input_ids.shape):
-                raise ValueError(f"Pair inputs must have the shape of `input_ids` {tuple(input_ids.shape)}, got {tuple(tensor.shape)}.")
+                raise ValueError(
+                    f"Pair inputs must have the shape of `input_ids` {tuple(input_ids.shape)}, "
+                    f"got {tuple(tensor.shape)}."
+                )
             return tensor.reshape(batch_size * self.num_images, length)
 
         outputs = self.vlmixer(
@@ -1354,7 +1403,9 @@ class VLMixerForSequenceClassification(VLMixerPreTrainedModel):
                     self.config.problem_type = "multi_label_classification"
             if self.config.problem_type == "regression":
                 loss_fct = MSELoss()
-                loss = loss_fct(logits.squeeze(), labels.squeeze()) if self.num_labels == 1 else loss_fct(logits, labels)
+                loss = (
+                    loss_fct(logits.squeeze(), labels.squeeze()) if self.num_labels == 1 else loss_fct(logits, labels)
+                )
             elif self.config.problem_type == "single_label_classification":
                 loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
             else:
@@ -1428,10 +1479,14 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
         if input_ids is None:
             raise ValueError("`input_ids` (the caption so far, at least its [CLS]) are required.")
         if bool((input_ids == self.config.image_token_id).any()):
-            raise ValueError("Captions hold no visual placeholders: pass the image as `visual_features` / `pixel_values`.")
+            raise ValueError(
+                "Captions hold no visual placeholders: pass the image as `visual_features` / `pixel_values`."
+            )
         regions = self.image_regions(visual_features, visual_boxes, region_mask, pixel_values)
         if len(regions.counts) != len(input_ids):
-            raise ValueError(f"Got {len(input_ids)} captions but {len(regions.counts)} images; pass one image per caption.")
+            raise ValueError(
+                f"Got {len(input_ids)} captions but {len(regions.counts)} images; pass one image per caption."
+            )
         image = image_sequence_inputs(regions.counts, self.config)
         caption_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         keys = torch.cat([image["attention_mask"], caption_mask.to(image["attention_mask"].dtype)], dim=1)
@@ -1449,9 +1504,13 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
         if labels is not None:
             _check_labels_shape(labels, input_ids.shape, "the caption's token ids, -100 where nothing is predicted")
             loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                labels[:, 1:].reshape(-1),
+                ignore_index=IGNORE_INDEX,
             )
-        return CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return CausalLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
     def prepare_inputs_for_generation(
         self,
@@ -1463,7 +1522,7 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
         pixel_values: torch.Tensor | None = None,
         **kwargs,
     ) -> dict:
-        """The whole caption so far and the images at every step (no cache; `generate`'s cache arguments are ignored)."""
+        """The whole caption so far and the images, at every step (no cache: `generate`'s cache inputs are ignored)."""
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, visual_features=visual_features,
                       visual_boxes=visual_boxes, region_mask=region_mask, pixel_values=pixel_values)  # fmt: skip
         for name in ("output_attentions", "output_hidden_states"):

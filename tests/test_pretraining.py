@@ -113,7 +113,8 @@ def test_tag_and_pair_streams(model, processor):
     rows = [GalleryRows(processor.patch_gallery)[i] for i in range(0, 40, 4)]
     outputs = model(tag_batch=DataCollatorForTags(processor)(rows), pair_batch=DataCollatorForPairs(processor)(rows))
     assert outputs.mlm_loss is None and outputs.contrastive_loss is None
-    total = outputs.tag_mlm_loss + outputs.paired_mlm_loss + outputs.paired_contrastive_loss + outputs.paired_matching_loss
+    paired = outputs.paired_mlm_loss + outputs.paired_contrastive_loss + outputs.paired_matching_loss
+    total = outputs.tag_mlm_loss + paired
     torch.testing.assert_close(outputs.loss, total)
     assert 0 < float(outputs.paired_matching_loss) < 5
     outputs.loss.backward()
@@ -264,7 +265,8 @@ def test_momentum_queue_is_off_by_default_and_changes_nothing(model, processor):
     torch.testing.assert_close(outputs.contrastive_loss, by_hand)
     # Switched on, the first step contrasts against the momentum copy with an empty queue: the same value.
     torch.manual_seed(0)
-    with_queue = VLMixerForPreTraining(tiny_config(vocab_size=30522, max_position_embeddings=128, momentum_queue_size=16))
+    config = tiny_config(vocab_size=30522, max_position_embeddings=128, momentum_queue_size=16)
+    with_queue = VLMixerForPreTraining(config)
     with_queue.load_state_dict(model.state_dict(), strict=False)
     torch.testing.assert_close(with_queue(**batch).contrastive_loss, outputs.contrastive_loss)
 
@@ -286,13 +288,15 @@ def test_momentum_queue_fills_rolls_and_follows_the_encoder(processor, tmp_path)
         name = "encoder.layer.0.attention.self.query.weight"
         if keys:  # from the second step on, the momentum encoder moved 10% of the way to the encoder first
             torch.testing.assert_close(momentum.encoder.get_parameter(name), 0.9 * before[name] + 0.1 * online[name])
-        text_keys = momentum.embed(input_ids=batch["original_input_ids"], attention_mask=batch["original_attention_mask"])
+        original = {"input_ids": batch["original_input_ids"], "attention_mask": batch["original_attention_mask"]}
+        text_keys = momentum.embed(**original)
         mixed_keys = momentum.embed(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     position_ids=batch["position_ids"], visual_features=batch["visual_features"],
                                     visual_boxes=batch["visual_boxes"])  # fmt: skip
         scale = model.contrastive.logit_scale.exp()
-        by_hand = (info_nce_by_hand(outputs.text_embeds, torch.cat([mixed_keys, queued_mixed]), scale)
-                   + info_nce_by_hand(outputs.mixed_embeds, torch.cat([text_keys, queued_text]), scale)) / 2  # fmt: skip
+        text_to_mixed = info_nce_by_hand(outputs.text_embeds, torch.cat([mixed_keys, queued_mixed]), scale)
+        mixed_to_text = info_nce_by_hand(outputs.mixed_embeds, torch.cat([text_keys, queued_text]), scale)
+        by_hand = (text_to_mixed + mixed_to_text) / 2
         torch.testing.assert_close(outputs.contrastive_loss, by_hand, atol=1e-5, rtol=1e-5)
         keys.append(text_keys)
         counts.append(int(momentum.queue_count))
@@ -316,6 +320,6 @@ def test_momentum_queue_fills_rolls_and_follows_the_encoder(processor, tmp_path)
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as saved:
-        assert not any(key.startswith("momentum.") for key in saved.keys())
+        assert not any(key.startswith("momentum.") for key in saved.keys())  # noqa: SIM118
     reloaded.eval()(**batches[0])  # the first forward copies the encoder
     torch.testing.assert_close(reloaded.momentum.encoder.get_parameter(name), reloaded.vlmixer.get_parameter(name))
