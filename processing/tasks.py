@@ -153,10 +153,8 @@ def render_scene(scene: Scene, images: np.ndarray) -> np.ndarray:
     """The (56, 56) uint8 canvas: each source image of `images` (N, 28, 28) in its cell, zeros elsewhere."""
     canvas = np.zeros((CANVAS_PIXELS, CANVAS_PIXELS), dtype=np.uint8)
     for source, cell in zip(scene.sources, scene.cells):
-        row, col = divmod(cell, GRID_CELLS)
-        canvas[row * CELL_PIXELS : (row + 1) * CELL_PIXELS, col * CELL_PIXELS : (col + 1) * CELL_PIXELS] = images[
-            source
-        ]
+        top, left = (CELL_PIXELS * i for i in divmod(cell, GRID_CELLS))
+        canvas[top : top + CELL_PIXELS, left : left + CELL_PIXELS] = images[source]
     return canvas
 
 

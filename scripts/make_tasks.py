@@ -25,7 +25,9 @@ Example:
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 from processing.tasks import (
     SPLITS,
@@ -99,6 +101,8 @@ def cache_scene_features(root, args) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if Path(args.output_dir).exists() and not args.overwrite:
+        sys.exit(f"{args.output_dir} exists; pass --overwrite to replace it.")
     started = time.perf_counter()
     with staged_directory(args.output_dir, args.overwrite) as root:
         summary = write_tasks(root, task_config(args), args.fashion_mnist, progress=not args.no_progress)
