@@ -182,3 +182,159 @@ class DataCollatorForPairs(SeededCollator):
 
 
 __all__ = ["DataCollatorForCMC", "DataCollatorForPairs", "DataCollatorForTags", "SeededCollator", "mask_tokens"]
+
+
+# ============================================================================================== fine-tuning collators
+# Rows as `processing.tasks.load_task_split` gives them (image path(s), boxes, text, labels); each image's region
+# features come from the row's `features` column when it has one, else from a `RegionFeatureCache`.
+
+
+def row_regions(row: dict, cache, image_column: str = "image", box_column: str = "boxes") -> np.ndarray:
+    """(R, D) float32 features of one image of a row: its `features` column (`features_left` / `features_right` for
+    `image_left` / `image_right`) when it has one, else the cache's rows for its image and boxes."""
+    features_column = image_column.replace("image", "features")
+    if features_column in row:
+        return np.asarray(row[features_column], dtype=np.float32)
+    if cache is None:
+        raise ValueError(f"The rows have no {features_column!r} column: pass a RegionFeatureCache.")
+    return cache.features_for(row[image_column], row[box_column])
+
+
+def joint_inputs(rows: list[dict], cache) -> dict:
+    """Processor keyword arguments (`text`, `region_features`, `boxes`) for `[CLS] text [SEP] regions [SEP]` of every
+    image of every row, row after row (left image before right for reasoning rows), as
+    `processing.tasks.processor_inputs` orders them."""
+    from .tasks import REGION_COLUMNS
+
+    merged = {"text": [], "region_features": [], "boxes": []}
+    for row in rows:
+        images = [(image, boxes) for image, boxes in REGION_COLUMNS if image in row]
+        merged["text"] += [row["text"]] * len(images)
+        merged["region_features"] += [row_regions(row, cache, image, boxes) for image, boxes in images]
+        merged["boxes"] += [np.asarray(row[boxes], dtype=np.float32) for _, boxes in images]
+    return merged
+
+
+def pad_regions(features: list[np.ndarray], boxes: list) -> dict[str, torch.Tensor]:
+    """Per-image (R_i, D) features and (R_i, 4) boxes -> `visual_features` (B, R, D), `visual_boxes` (B, R, 4) and
+    `region_mask` (B, R), padded with zeros to the image with the most regions (R = max R_i)."""
+    most = max(len(f) for f in features)
+    batch = len(features)
+    padded = torch.zeros(batch, most, features[0].shape[1])
+    padded_boxes = torch.zeros(batch, most, 4)
+    mask = torch.zeros(batch, most, dtype=torch.long)
+    for index, (image_features, image_boxes) in enumerate(zip(features, boxes)):
+        count = len(image_features)
+        padded[index, :count] = torch.as_tensor(np.asarray(image_features, dtype=np.float32))
+        padded_boxes[index, :count] = torch.as_tensor(np.asarray(image_boxes, dtype=np.float32))
+        mask[index, :count] = 1
+    return {"visual_features": padded, "visual_boxes": padded_boxes, "region_mask": mask}
+
+
+@dataclass
+class DataCollatorForImageText:
+    """
+    Rows with one image (`image`, `boxes`, `text`) -> the joint sequence `[CLS] text [SEP] regions [SEP]` exactly as
+    the processor makes it (`input_ids`, `attention_mask`, `token_type_ids` (B, L), flat `visual_features` (N, D) and
+    `visual_boxes` (N, 4) in placeholder order), for `VLMixerForQuestionAnswering` and
+    `VLMixerForSequenceClassification`. Labels:
+
+    - with `answer_to_id` (VQA): soft scores (B, num_answers) from the rows' `answers` / `scores` (answers outside the
+      vocabulary are dropped, as VQA does);
+    - otherwise the class id in `label_column` (B,), when the rows have it.
+    """
+
+    processor: VLMixerProcessor
+    cache: object = None  # a processing.tasks.RegionFeatureCache; None when rows carry `features`
+    max_length: int = 64
+    answer_to_id: dict | None = None
+    label_column: str = "label"
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = dict(self.processor(**joint_inputs(rows, self.cache), max_length=self.max_length))
+        batch.update(self.labels(rows))
+        return batch
+
+    def labels(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.answer_to_id is not None:
+            return {"labels": soft_score_labels(rows, self.answer_to_id)}
+        if rows and self.label_column in rows[0]:
+            return {"labels": torch.tensor([int(row[self.label_column]) for row in rows], dtype=torch.long)}
+        return {}
+
+
+def soft_score_labels(rows: list[dict], answer_to_id: dict) -> torch.Tensor:
+    """(B, num_answers) VQA targets: each row's `scores` placed at its `answers`' ids (unknown answers dropped)."""
+    labels = torch.zeros(len(rows), len(answer_to_id))
+    for index, row in enumerate(rows):
+        for answer, score in zip(row["answers"], row["scores"]):
+            if answer in answer_to_id:
+                labels[index, answer_to_id[answer]] = max(float(score), float(labels[index, answer_to_id[answer]]))
+    return labels
+
+
+@dataclass
+class DataCollatorForVisualReasoning:
+    """
+    Rows with two images (`image_left`, `boxes_left`, `image_right`, `boxes_right`, `text`, `label`) ->
+    `VLMixerForVisualReasoning` inputs: the statement with each image, `input_ids` / `attention_mask` /
+    `token_type_ids` (B, 2, L) (left image first), flat `visual_features` (N, D) / `visual_boxes` (N, 4) in the order
+    of `input_ids.view(2 * B, L)`, and `labels` (B,) class ids (when the rows have `label_column`).
+    """
+
+    processor: VLMixerProcessor
+    cache: object = None
+    max_length: int = 64
+    label_column: str = "label"
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        encoded = dict(self.processor(**joint_inputs(rows, self.cache), max_length=self.max_length))
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            encoded[name] = encoded[name].view(len(rows), 2, -1)
+        if rows and self.label_column in rows[0]:
+            encoded["labels"] = torch.tensor([int(row[self.label_column]) for row in rows], dtype=torch.long)
+        return encoded
+
+
+@dataclass
+class DataCollatorForRegionsAndText:
+    """
+    Rows with one image and a text -> text rows `[CLS] text [SEP]` (`input_ids`, `attention_mask` (B, L), the
+    processor's `processor(text=..., cmc_ratio=0.0)`) and the images padded, one row of regions each
+    (`visual_features` (B, R, D), `visual_boxes` (B, R, 4), `region_mask` (B, R)): the input format of
+    `VLMixerForImageTextRetrieval` and `VLMixerForCaptioning`.
+
+    - `return_loss=True` (retrieval training): the batch asks for the matched-pair loss (contrast + hard-negative
+      matching);
+    - `caption_labels=True` (captioning): `labels` = `input_ids` with -100 at padding.
+    With `text_column=None` (or rows without that column) the batch holds the images alone (for generation).
+    """
+
+    processor: VLMixerProcessor
+    cache: object = None
+    max_length: int = 64
+    text_column: str | None = "text"
+    return_loss: bool = False
+    caption_labels: bool = False
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = pad_regions([row_regions(row, self.cache) for row in rows], [row["boxes"] for row in rows])
+        if self.text_column is not None and rows and self.text_column in rows[0]:
+            text = self.processor(text=[row[self.text_column] for row in rows], cmc_ratio=0.0,
+                                  max_length=self.max_length)  # fmt: skip
+            batch["input_ids"], batch["attention_mask"] = text["input_ids"], text["attention_mask"]
+            if self.caption_labels:
+                batch["labels"] = text["input_ids"].masked_fill(text["attention_mask"] == 0, IGNORE_INDEX)
+        if self.return_loss:
+            batch["return_loss"] = True
+        return batch
+
+
+__all__ += [
+    "DataCollatorForImageText",
+    "DataCollatorForRegionsAndText",
+    "DataCollatorForVisualReasoning",
+    "pad_regions",
+    "row_regions",
+    "soft_score_labels",
+]
