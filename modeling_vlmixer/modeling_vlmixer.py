@@ -178,8 +178,16 @@ class VLMixerPreTrainedModel(PreTrainedModel):
                 init.zeros_(buffer)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves as `PreTrainedModel` does, with every Auto class in `auto_map` so the folder loads as remote code."""
+        """Saves as `PreTrainedModel` does, with every Auto class in `auto_map` so the folder loads as remote code, and
+        the pipelines this head serves in `custom_pipelines` (zero-shot image classification, visual QA)."""
+        from .pipeline_vlmixer import custom_pipelines_for  # the import also makes saving copy pipeline_vlmixer.py
+
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        pipelines = custom_pipelines_for(type(self).__name__)
+        if pipelines:
+            self.config.custom_pipelines = pipelines
+        elif hasattr(self.config, "custom_pipelines"):
+            del self.config.custom_pipelines
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if self._auto_class is None and kwargs.get("is_main_process", True):
             # A head without an Auto class (retrieval, visual reasoning): its code travels with the folder too.

@@ -50,7 +50,7 @@ from figures import report
 
 
 LOSS_NAMES = ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss", "patch_alignment_loss", "tag_mlm_loss",
-              "paired_mlm_loss", "paired_contrastive_loss")  # fmt: skip
+              "paired_mlm_loss", "paired_contrastive_loss", "paired_matching_loss")  # fmt: skip
 METRIC_FIELDS = ["step", "learning_rate", *LOSS_NAMES]  # losses are means over the steps since the previous row
 
 

@@ -175,13 +175,15 @@ def upload_plan(folder: Path) -> tuple[list[dict], list[dict]]:
 
 
 def staged_with_pipelines(folder: Path, staging: Path) -> tuple[Path, dict]:
-    """A copy of `folder` in `staging` with the VLMixer pipelines added (pipeline_vlmixer.py, custom_pipelines)."""
+    """A copy of `folder` in `staging` with the VLMixer pipelines added (pipeline_vlmixer.py, custom_pipelines), and
+    the pipelines it did not have before; folders saved by this version have them all and need no copy."""
     sys.path.insert(0, str(REPO))
     from modeling_vlmixer.pipeline_vlmixer import save_pipelines
 
+    present = json.loads((folder / "config.json").read_text()).get("custom_pipelines") or {}
     copy = staging / folder.name
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("__pycache__", ".*"))
-    return copy, save_pipelines(copy)
+    return copy, {task: entry for task, entry in save_pipelines(copy).items() if task not in present}
 
 
 def human(size: int) -> str:

@@ -223,20 +223,14 @@ def test_dry_run_from_the_command_line_prints_json_last(hub_folder):
     assert "would upload model.safetensors" in result.stdout
 
 
-def test_add_pipelines_uploads_a_staged_copy_and_leaves_the_folder(hub_folder, tmp_path, no_network):
-    plain = tmp_path / "plain"
-    shutil.copytree(hub_folder, plain)
-    (plain / "pipeline_vlmixer.py").unlink()
-    config = json.loads((plain / "config.json").read_text())
-    del config["custom_pipelines"]
-    (plain / "config.json").write_text(json.dumps(config))
+def test_saved_folders_carry_their_pipelines_so_add_pipelines_adds_nothing(hub_folder, no_network):
+    """save_pretrained writes custom_pipelines and copies pipeline_vlmixer.py; --add_pipelines is for older folders."""
+    config = json.loads((hub_folder / "config.json").read_text())
+    assert set(config["custom_pipelines"]) == {"zero-shot-image-classification"}
+    assert (hub_folder / "pipeline_vlmixer.py").exists()
     push = load_push_module()
-    figures = push.main([str(plain), "--repo_id", "org/x", "--dry-run"])
-    assert "pipeline_vlmixer.py" not in {f["path"] for f in figures["files"]} and figures["added_pipelines"] == []
-    figures = push.main([str(plain), "--repo_id", "org/x", "--dry-run", "--add_pipelines"])
-    assert "pipeline_vlmixer.py" in {f["path"] for f in figures["files"]}
-    assert figures["added_pipelines"] == ["zero-shot-image-classification"]
-    assert not (plain / "pipeline_vlmixer.py").exists() and "custom_pipelines" not in json.loads((plain / "config.json").read_text())
+    figures = push.main([str(hub_folder), "--repo_id", "org/x", "--dry-run", "--add_pipelines"])
+    assert "pipeline_vlmixer.py" in {f["path"] for f in figures["files"]} and figures["added_pipelines"] == []
 
 
 @pytest.mark.parametrize(
