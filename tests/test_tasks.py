@@ -35,7 +35,7 @@ from processing.tasks import (
 from .conftest import REPO_ROOT
 
 
-TINY = dict(scenes={"train": 12, "validation": 6, "test": 8}, pool_per_class={"train": 3, "validation": 2, "test": 2})
+TINY = {"scenes": {"train": 12, "validation": 6, "test": 8}, "pool_per_class": {"train": 3, "validation": 2, "test": 2}}
 POSITION_WORDS = ("top left", "top right", "bottom left", "bottom right")
 NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
 
@@ -148,14 +148,12 @@ def test_same_seed_same_files_other_seed_other_scenes(tasks_dir, tmp_path):
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        with staged_directory(tmp_path / "out") as root:
-            write_tasks(root, TaskConfig(**TINY), fashion_mnist_dir=str(tmp_path / "nowhere"), progress=False)
+    with pytest.raises(FileNotFoundError), staged_directory(tmp_path / "out") as root:
+        write_tasks(root, TaskConfig(**TINY), fashion_mnist_dir=str(tmp_path / "nowhere"), progress=False)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "out").mkdir()
-    with pytest.raises(FileExistsError, match="overwrite"):
-        with staged_directory(tmp_path / "out"):
-            pass
+    with pytest.raises(FileExistsError, match="overwrite"), staged_directory(tmp_path / "out"):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- wording

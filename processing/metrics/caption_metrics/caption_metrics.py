@@ -79,7 +79,7 @@ PUNCTUATION = {
     "...",
     ";",
 }
-SIMPLE_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|n't|'[a-z]+|[^\sa-z0-9]")
+SIMPLE_TOKEN = re.compile(r"n't|'[a-z]+|[a-z0-9]+(?:-[a-z0-9]+)*|[^\sa-z0-9]")
 
 
 def java_runs() -> bool:
@@ -107,8 +107,8 @@ def ptb_tokenize(captions: list[str]) -> list[str]:
 
 
 def simple_tokenize(captions: list[str]) -> list[str]:
-    """A pure-Python approximation of `ptb_tokenize`: lower case, words (hyphens and apostrophes inside kept, "n't"
-    split off), punctuation dropped."""
+    """A pure-Python approximation of `ptb_tokenize`: lower case, words (hyphens inside kept; "n't", "'s", "'re" ...
+    split off as PTB does), punctuation dropped."""
     tokens = (SIMPLE_TOKEN.findall(caption.lower().replace("n't", " n't")) for caption in captions)
     return [" ".join(t for t in words if t not in PUNCTUATION and re.search(r"[a-z0-9]", t)) for words in tokens]
 
