@@ -468,3 +468,18 @@ def test_make_tasks_writes_the_folder_and_reports_json_last(tmp_path, capsys):
     with pytest.raises(SystemExit, match="--overwrite"):
         make_tasks.main(arguments)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.json", "tasks"]  # no staging folder left
+
+
+def test_zero_shot_script_shares_the_scene_code_without_importing_the_package():
+    """Importing `processing` would register the local model classes, and evaluate_zero_shot.py --trust_remote_code
+    would then load those instead of the saved folder's code."""
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, 'scripts'); import evaluate_zero_shot as e; "
+            "print([m for m in sys.modules if m.split('.')[0] in ('processing', 'modeling_vlmixer')]); "
+            "print(e.make_scenes(__import__('numpy').arange(10), 1, seed=0)[0]['caption'])")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                            check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported, caption = result.stdout.strip().splitlines()[-2:]
+    assert imported == "[]" and caption.startswith("a picture showing ")
