@@ -1,0 +1,60 @@
+"""Fine-tune VLMixer for visual reasoning over two images (NLVR2 style: two scenes and a statement about both -> true
+or false) with `VLMixerForVisualReasoning`: the statement is encoded with each image, `[CLS] statement [SEP] regions
+[SEP]`, and the two pooled states are classified together.
+
+Metrics: accuracy and macro-F1 on validation every epoch (the best epoch by accuracy is kept) and on test at the end.
+transformers has no Auto class for this head: reload the output folder with
+`VLMixerForVisualReasoning.from_pretrained` (or as remote code through `get_class_from_dynamic_module`).
+
+Example:
+  python scripts/finetune_reasoning.py --model vlmixer-small --data_dir outputs/tasks \\
+      --output_dir outputs/finetune/reasoning --num_train_epochs 2
+"""
+
+from transformers import Trainer
+
+from modeling_vlmixer import VLMixerForVisualReasoning
+from processing.collators import DataCollatorForVisualReasoning
+
+from finetuning import (
+    accuracy_and_macro_f1,
+    base_parser,
+    load_model,
+    load_processor,
+    load_task_data,
+    run,
+    training_arguments,
+)
+
+
+TASK = "reasoning"
+COLUMNS = """  image_left, boxes_left     the first image's file path and its regions [[x1, y1, x2, y2], ...] (normalised)
+  image_right, boxes_right   the second image's
+  text                       the statement about both
+  label                      "true" / "false" (names from tasks.json or a ClassLabel column) or the integer id"""
+
+
+def parse_args(argv=None):
+    return base_parser(__doc__, TASK, COLUMNS).parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    processor = load_processor(args)
+    data = load_task_data(args, TASK, processor)
+    labels = data.label_names
+    model = load_model(VLMixerForVisualReasoning, args, num_labels=len(labels),
+                       id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(args, "accuracy"),
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=DataCollatorForVisualReasoning(processor, data.cache, args.max_length),
+        compute_metrics=accuracy_and_macro_f1,
+    )
+    return run(args, TASK, trainer, data, processor)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Fine-tune VLMixer for image-text retrieval with `VLMixerForImageTextRetrieval` on matched pairs: image-text contrast
+plus image-text matching with hard negatives (ALBEF). Texts are encoded alone (`[CLS] text [SEP]`), images as their
+regions (padded, one row per image).
+
+Evaluation ranks every text against every image of the split by the contrastive similarity (the fast first stage);
+with --rerank_k K the top K candidates of each query are re-ranked by the matching head (the second stage). Metric:
+Recall@1/5/10 in both directions (the `recall_at_k` evaluate module, loaded offline); a text counts as correct for an
+image when its row's `objects` equal the image's (captions name objects and counts, so equal scenes share captions),
+or, without an `objects` column, when it is the image's own row. The best epoch by validation mean recall is kept.
+transformers has no Auto class for retrieval: reload with `VLMixerForImageTextRetrieval.from_pretrained`.
+
+Example:
+  python scripts/finetune_retrieval.py --model vlmixer-small --data_dir outputs/tasks \\
+      --output_dir outputs/finetune/retrieval --rerank_k 10
+"""
+
+import evaluate
+import torch
+
+from modeling_vlmixer import VLMixerForImageTextRetrieval
+from processing.collators import DataCollatorForRegionsAndText
+from processing.metrics import metric_path
+from processing.tasks import retrieval_references
+
+from finetuning import (
+    FullSetTrainer,
+    base_parser,
+    batches,
+    load_model,
+    load_processor,
+    load_task_data,
+    run,
+    training_arguments,
+)
+
+
+TASK = "retrieval"
+COLUMNS = """  image    path of the image file
+  boxes    its regions, [[x1, y1, x2, y2], ...] normalised
+  text     a caption of the image
+  objects  (optional) what the image holds, e.g. ["bag", "sneaker"]: rows with equal objects share captions"""
+PAIRS_PER_FORWARD = 256
+
+
+def parse_args(argv=None):
+    parser = base_parser(__doc__, TASK, COLUMNS)
+    parser.add_argument("--rerank_k", type=int, default=0,
+                        help="re-rank each query's top K first-stage candidates by the matching head (0: no)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def embed_split(model, dataset, collator, batch_size: int):
+    """Unit text and image embeddings of every row, and the whole split collated once (for re-ranking)."""
+    texts, images = [], []
+    for batch in batches(dataset, collator, batch_size, model.device):
+        texts.append(model.get_text_features(batch["input_ids"], batch["attention_mask"]))
+        images.append(model.get_image_features(batch["visual_features"], batch["visual_boxes"], batch["region_mask"]))
+    return torch.cat(texts), torch.cat(images)
+
+
+def rerank(model, everything: dict, similarity: torch.Tensor, k: int, queries_are_images: bool) -> list[list[int]]:
+    """Each query's top-k items by `similarity` (queries x items), re-ordered by the matching head's score."""
+    top = similarity.topk(min(k, similarity.shape[1]), dim=1).indices
+    queries = torch.arange(len(top), device=top.device).repeat_interleave(top.shape[1])
+    items = top.reshape(-1)
+    image_index, text_index = (queries, items) if queries_are_images else (items, queries)
+    regions = model.image_regions(everything["visual_features"], everything["visual_boxes"], everything["region_mask"])
+    scores = torch.cat([
+        model.matching_logits(everything["input_ids"], everything["attention_mask"], regions,
+                              text_index[start : start + PAIRS_PER_FORWARD],
+                              image_index[start : start + PAIRS_PER_FORWARD]).float().log_softmax(-1)[:, 1]
+        for start in range(0, len(items), PAIRS_PER_FORWARD)
+    ]).view_as(top)  # fmt: skip
+    order = scores.argsort(dim=1, descending=True)
+    return top.gather(1, order).tolist()
+
+
+def retrieval_metrics(collator, batch_size: int, rerank_k: int):
+    """`full_set_metrics` for `FullSetTrainer`: Recall@K of the first stage, and of the re-ranked lists with rerank_k."""
+    recall = evaluate.load(metric_path("recall_at_k"))
+
+    def compute(model, dataset) -> dict:
+        text_embeds, image_embeds = embed_split(model, dataset, collator, batch_size)
+        similarity = image_embeds @ text_embeds.T  # (images, texts): row i's image against every row's text
+        references = retrieval_references(dataset)
+        results = recall.compute(predictions=similarity.cpu().tolist(), references=references)
+        metrics = {key: value for key, value in results.items() if "R@" in key or key == "mean_recall"}
+        if rerank_k > 0:
+            everything = next(batches(dataset, collator, len(dataset), model.device))
+            for queries_are_images, (query, item) in ((True, ("image", "text")), (False, ("text", "image"))):
+                scores = similarity if queries_are_images else similarity.T
+                ranked = rerank(model, everything, scores, rerank_k, queries_are_images)
+                reranked = recall.compute(predictions=ranked, references=references, ranked=True, query_name=query,
+                                          item_name=item)  # fmt: skip
+                metrics.update({f"reranked_{key}": value for key, value in reranked.items() if "R@" in key})
+        return metrics
+
+    return compute
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    processor = load_processor(args)
+    data = load_task_data(args, TASK, processor)
+    model = load_model(VLMixerForImageTextRetrieval, args)
+    evaluation_collator = DataCollatorForRegionsAndText(processor, data.cache, args.max_length)
+    trainer = FullSetTrainer(
+        model=model,
+        args=training_arguments(args, "mean_recall"),
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=DataCollatorForRegionsAndText(processor, data.cache, args.max_length, return_loss=True),
+        full_set_metrics=retrieval_metrics(evaluation_collator, args.per_device_eval_batch_size, args.rerank_k),
+    )
+    return run(args, TASK, trainer, data, processor, extra={"rerank_k": args.rerank_k})
+
+
+if __name__ == "__main__":
+    main()
