@@ -48,7 +48,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="validation / test images captioned (beam search on CPU is slow)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="outputs/finetune_results.json")
+    parser.add_argument("--report_only", action="store_true",
+                        help="run nothing: tabulate the reports already in --output_dir (<task>-<init>.json)")  # fmt: skip
     return parser.parse_args(argv)
+
+
+def report_of(args, task: str, init: str) -> dict | None:
+    """The JSON report a run left in --output_dir, if any."""
+    path = Path(args.output_dir) / f"{task}-{init}.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def run_one(args, task: str, init: str) -> dict:
@@ -97,12 +105,15 @@ def main(argv=None) -> dict:
     runs = []
     for task in args.tasks:
         for init in args.inits:
-            runs.append(run_one(args, task, init))
-            print(f"{task} {init}: {json.dumps(runs[-1].get('test', runs[-1].get('error')))}", flush=True)
+            run = report_of(args, task, init) if args.report_only else run_one(args, task, init)
+            if run is not None:
+                runs.append(run)
+                print(f"{task} {init}: {json.dumps(run.get('test', run.get('error')))}", flush=True)
     print(markdown_table(runs))
-    settings = {name: getattr(args, name) for name in ("model", "data_dir", "max_steps", "per_device_train_batch_size",
-                                                       "learning_rate", "max_eval_samples", "caption_eval_samples",
-                                                       "seed")}  # fmt: skip
+    names = ("model", "data_dir", "max_steps", "per_device_train_batch_size", "learning_rate", "max_eval_samples",
+             "caption_eval_samples", "seed")
+    # with --report_only the runs' own reports say what each one did (steps, batch size, rows)
+    settings = {"report_only": True} if args.report_only else {name: getattr(args, name) for name in names}
     return report({"settings": settings, "runs": runs}, args.output)
 
 

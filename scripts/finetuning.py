@@ -21,6 +21,7 @@ from processing.tasks import (
     is_text,
     load_task_split,
     region_cache_path,
+    region_requests,
 )
 
 from figures import report
@@ -121,15 +122,9 @@ def region_cache(args, processor: VLMixerProcessor, datasets: list) -> RegionFea
     backbone, image_size = processor_backbone(processor)
     path = region_cache_path(root, backbone, image_size)
     cache = RegionFeatureCache.open(path, root) if path.exists() else None
-    if cache is not None and all(region in cache for dataset in datasets for region in regions_of(dataset)):
+    if cache is not None and all(region in cache for dataset in datasets for region in region_requests(dataset)):
         return cache
     return cache_region_features(datasets, root, backbone, image_size, progress=False)
-
-
-def regions_of(dataset):
-    from processing.tasks import region_requests
-
-    return region_requests(dataset)
 
 
 def processor_backbone(processor: VLMixerProcessor) -> tuple[str, int]:
@@ -156,7 +151,9 @@ def default_bert_model() -> str:
 
 def load_model(model_class, args, **config_overrides):
     """The task head on the pre-trained checkpoint (`from_pretrained`; task heads start fresh), or with --from_scratch
-    on the BERT text encoder alone (`from_bert_pretrained`) with the checkpoint's vision settings."""
+    on the BERT text encoder alone (`from_bert_pretrained`) with the checkpoint's vision settings. Seeded first, so
+    that the fresh heads start the same in every run."""
+    set_seed(args.seed)
     if not args.from_scratch:
         return model_class.from_pretrained(args.model, **config_overrides)
     from transformers import AutoConfig
@@ -256,7 +253,6 @@ def batches(dataset, collator, batch_size: int, device):
 def run(args, task: str, trainer: Trainer, data: TaskData, processor: VLMixerProcessor, extra: dict | None = None):
     """Trains, evaluates the best model on the test split, saves model + processor in --output_dir (a folder that
     `from_pretrained` loads), pushes when asked, and reports the figures as one JSON line."""
-    set_seed(args.seed)
     started = time.perf_counter()
     train_output = trainer.train()
     train_seconds = time.perf_counter() - started

@@ -237,7 +237,7 @@ def test_from_scratch_starts_from_the_text_encoder_alone(tasks_dir, tiny_checkpo
     """--from_scratch: all-MiniLM-L6-v2's text weights, the checkpoint's vision settings, no pre-trained weights."""
     from finetuning import load_model
 
-    args = type("Args", (), {"from_scratch": True, "model": str(tiny_checkpoint), "bert_model": minilm_path})()
+    args = type("Args", (), {"from_scratch": True, "model": str(tiny_checkpoint), "bert_model": minilm_path, "seed": 0})()
     model = load_model(VLMixerForSequenceClassification, args, num_labels=3)
     bert = transformers_bert(minilm_path)
     assert model.config.hidden_size == bert.config.hidden_size == 384
