@@ -35,6 +35,7 @@ import pretrain  # noqa: E402
 
 REPO = SCRIPTS.parent
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+PICTURES = ("cmc_examples.png", "loss_curves.png", "confusion_matrix.png")
 PICTURE_SENTENCES = [
     "She wore a summer dress with leather sandals and a small bag.",
     "A white T-shirt, blue trousers and black ankle boots.",
@@ -153,6 +154,8 @@ def main(argv=None) -> dict:
     step("5. Hub-ready folder, reloaded as remote code in a fresh process")
     shutil.copy(run_dir / "loss_curves.png", output_dir / "loss_curves.png")
     cmc_picture(str(checkpoint), output_dir / "cmc_examples.png")
+    for picture in PICTURES:  # the model card shows them
+        shutil.copy(output_dir / picture, checkpoint / picture)
     retrieval = results["retrieval"]
     write_model_card(checkpoint, {
         "zero_shot_top1": f"{results['zero_shot_top1']:.1%}", "prompt": results["prompt"], "linear_probe_top1": f"{results['linear_probe_top1']:.1%}",
@@ -181,7 +184,7 @@ def main(argv=None) -> dict:
         "gallery_images": 10 * args.per_class,
         "pretraining": {k: v for k, v in training.items() if k.startswith(("first_", "last_", "steps", "seconds"))},
         "checkpoint": str(checkpoint),
-        "pictures": [str(output_dir / name) for name in ("cmc_examples.png", "loss_curves.png", "confusion_matrix.png")],
+        "pictures": [str(output_dir / name) for name in PICTURES],
         "seconds": round(time.perf_counter() - started, 1),
     }
     (output_dir / "figures.json").write_text(json.dumps(figures, indent=2))
