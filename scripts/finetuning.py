@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import datasets
 import torch
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from processing import VLMixerProcessor
 from processing.tasks import (
@@ -200,7 +200,22 @@ def training_arguments(args, metric_for_best_model: str, greater_is_better: bool
         push_to_hub=args.push_to_hub,
         hub_model_id=args.hub_model_id,
         disable_tqdm=True,
+        save_only_model=True,  # no optimizer / scheduler / RNG pickles in checkpoints (they cannot resume training)
     )
+
+
+class TrainingArgumentsAsJson(TrainerCallback):
+    """Checkpoints without pickles: the Trainer's `training_args.bin` (torch.save) becomes `training_args.json`."""
+
+    def on_save(self, args, state, control, **kwargs):
+        json_training_arguments(Path(args.output_dir) / f"checkpoint-{state.global_step}", args)
+
+
+def json_training_arguments(folder: Path, args: TrainingArguments) -> None:
+    pickled = Path(folder) / "training_args.bin"
+    if pickled.exists():
+        pickled.unlink()
+        (Path(folder) / "training_args.json").write_text(args.to_json_string())
 
 
 class FullSetTrainer(Trainer):
@@ -254,10 +269,12 @@ def run(args, task: str, trainer: Trainer, data: TaskData, processor: VLMixerPro
     """Trains, evaluates the best model on the test split, saves model + processor in --output_dir (a folder that
     `from_pretrained` loads), pushes when asked, and reports the figures as one JSON line."""
     started = time.perf_counter()
+    trainer.add_callback(TrainingArgumentsAsJson())
     train_output = trainer.train()
     train_seconds = time.perf_counter() - started
     test_metrics = trainer.evaluate(data.test, metric_key_prefix="test")
     trainer.save_model(args.output_dir)
+    json_training_arguments(Path(args.output_dir), trainer.args)
     processor.save_pretrained(args.output_dir)
     if args.push_to_hub:
         trainer.push_to_hub(commit_message=f"VLMixer fine-tuned for {task}")

@@ -231,6 +231,8 @@ def test_script_runs_offline_and_its_folder_reloads_with_the_same_logits(task, t
         assert type(auto) is head
         torch.testing.assert_close(logits_of(auto, batch), logits_of(final, batch))
     assert type(transformers.AutoProcessor.from_pretrained(output_dir)).__name__ == "VLMixerProcessor"
+    pickles = [p.name for p in output_dir.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    assert pickles == [] and (output_dir / "training_args.json").exists()
 
 
 def test_from_scratch_starts_from_the_text_encoder_alone(tasks_dir, tiny_checkpoint, minilm_path, tmp_path):
