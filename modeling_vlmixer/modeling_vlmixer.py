@@ -1444,11 +1444,24 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
     def __init__(self, config: VLMixerConfig):
         super().__init__(config)
         self.post_init()
-        # A caption starts with [CLS] and ends with [SEP]; every step recomputes the sequence, so no cache.
-        self.generation_config.bos_token_id = config.cls_token_id
-        self.generation_config.eos_token_id = config.sep_token_id
-        self.generation_config.pad_token_id = config.pad_token_id
+        self.use_caption_generation_defaults()
+
+    def use_caption_generation_defaults(self) -> None:
+        """A caption starts with [CLS] and ends with [SEP]; every step recomputes the sequence, so no cache."""
+        self.generation_config.bos_token_id = self.config.cls_token_id
+        self.generation_config.eos_token_id = self.config.sep_token_id
+        self.generation_config.pad_token_id = self.config.pad_token_id
         self.generation_config.use_cache = False
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # A folder without generation_config.json (a pre-training checkpoint) gets one derived from the config, which
+        # has no start token.
+        if model.generation_config.bos_token_id is None:
+            model.use_caption_generation_defaults()
+        return loaded
 
     def caption_attention_mask(self, image_mask: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
         """

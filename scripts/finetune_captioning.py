@@ -69,16 +69,6 @@ def with_text(dataset):
     return dataset.add_column("text", [references[0] for references in dataset["references"]])
 
 
-def set_caption_generation(model) -> None:
-    """[CLS] starts and [SEP] ends a caption, with no cache. `VLMixerForCaptioning.__init__` sets this, but loading a
-    checkpoint without generation_config.json (a pre-training folder) replaces it with one derived from the config
-    (no bos token); set again, it is saved with the model (generation_config.json)."""
-    model.generation_config.bos_token_id = model.config.cls_token_id
-    model.generation_config.eos_token_id = model.config.sep_token_id
-    model.generation_config.pad_token_id = model.config.pad_token_id
-    model.generation_config.use_cache = False
-
-
 def caption_metrics(processor, collator, batch_size: int, num_beams: int, max_new_tokens: int):
     """`full_set_metrics` for `FullSetTrainer`: beam-search captions of every image, scored against its references."""
     metric = evaluate.load(metric_path("caption_metrics"))
@@ -102,7 +92,6 @@ def main(argv=None) -> dict:
     data = load_task_data(args, TASK, processor)
     data.train, data.validation, data.test = one_row_per_reference(data.train), with_text(data.validation), with_text(data.test)
     model = load_model(VLMixerForCaptioning, args)
-    set_caption_generation(model)
     images_only = DataCollatorForRegionsAndText(processor, data.cache, args.max_length, text_column=None)
     trainer = FullSetTrainer(
         model=model,

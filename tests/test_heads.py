@@ -522,6 +522,13 @@ def test_a_pretraining_checkpoint_loads_into_every_head(cls, new_modules, pretra
         torch.testing.assert_close(state[key], pretrained[key], atol=0, rtol=0, msg=key)
 
 
+def test_a_captioner_from_a_pretraining_folder_starts_captions_with_cls(pretraining_folder):
+    """The folder has no generation_config.json: the one derived from its config has no start token."""
+    model = VLMixerForCaptioning.from_pretrained(pretraining_folder[0])
+    config = model.generation_config
+    assert (config.bos_token_id, config.eos_token_id, config.use_cache) == (model.config.cls_token_id, model.config.sep_token_id, False)
+
+
 # ---------------------------------------------------------------------------------------------- Trainer
 
 
