@@ -11,20 +11,10 @@ Example:
       --output_dir outputs/finetune/reasoning --num_train_epochs 2
 """
 
-from transformers import Trainer
-
 from modeling_vlmixer import VLMixerForVisualReasoning
 from processing.collators import DataCollatorForVisualReasoning
 
-from finetuning import (
-    accuracy_and_macro_f1,
-    base_parser,
-    load_model,
-    load_processor,
-    load_task_data,
-    run,
-    training_arguments,
-)
+from finetuning import base_parser, finetune_classifier
 
 
 TASK = "reasoning"
@@ -39,21 +29,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    processor = load_processor(args)
-    data = load_task_data(args, TASK, processor)
-    labels = data.label_names
-    model = load_model(VLMixerForVisualReasoning, args, num_labels=len(labels),
-                       id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})  # fmt: skip
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(args, "accuracy"),
-        train_dataset=data.train,
-        eval_dataset=data.validation,
-        data_collator=DataCollatorForVisualReasoning(processor, data.cache, args.max_length),
-        compute_metrics=accuracy_and_macro_f1,
-    )
-    return run(args, TASK, trainer, data, processor)
+    return finetune_classifier(parse_args(argv), TASK, VLMixerForVisualReasoning, DataCollatorForVisualReasoning)
 
 
 if __name__ == "__main__":

@@ -257,6 +257,25 @@ def accuracy_and_macro_f1(eval_prediction) -> dict:
     return {"accuracy": float(np.mean(predicted == labels)), "macro_f1": float(np.mean(f1s))}
 
 
+def finetune_classifier(args, task: str, model_class, collator_class) -> dict:
+    """Fine-tunes a single-label head (image-text classification, two-image reasoning) on the task's class names,
+    kept in the saved config's id2label; accuracy and macro-F1 on validation each epoch and on test at the end."""
+    processor = load_processor(args)
+    data = load_task_data(args, task, processor)
+    labels = data.label_names
+    model = load_model(model_class, args, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                       label2id={name: i for i, name in enumerate(labels)})  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(args, "accuracy"),
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=collator_class(processor, data.cache, args.max_length),
+        compute_metrics=accuracy_and_macro_f1,
+    )
+    return run(args, task, trainer, data, processor)
+
+
 def batches(dataset, collator, batch_size: int, device):
     """The collated batches of `dataset` in order, on `device` (for full-set evaluation outside the Trainer loop)."""
     for start in range(0, len(dataset), batch_size):
