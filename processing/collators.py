@@ -30,10 +30,12 @@ def mask_tokens(
     probability: float,
     generator: torch.Generator,
     at_least_one: bool = False,
+    image_token_id: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     BERT's masking on (B, L) ids: picks `probability` of the `maskable` positions (and, with `at_least_one`, one
     in every row that has any), and of those replaces 80% by `[MASK]`, 10% by a random token and keeps 10%.
+    A random token that would be `image_token_id` becomes `[MASK]`: a stray visual placeholder has no feature.
     Returns (masked ids, labels with -100 where nothing is predicted).
     """
     draws = torch.rand(input_ids.shape, generator=generator)
@@ -45,6 +47,8 @@ def mask_tokens(
     action = torch.rand(input_ids.shape, generator=generator)
     masked = input_ids.masked_fill(picked & (action < 0.8), mask_token_id)
     random_tokens = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    if image_token_id is not None:
+        random_tokens = random_tokens.masked_fill(random_tokens == image_token_id, mask_token_id)
     randomised = picked & (action >= 0.8) & (action < 0.9)
     return torch.where(randomised, random_tokens, masked), labels
 
@@ -74,7 +78,8 @@ class SeededCollator:
         if "token_type_ids" in batch:
             maskable &= batch["token_type_ids"] == 0
         return mask_tokens(batch["input_ids"], maskable, tokenizer.mask_token_id, len(tokenizer),
-                           self.mlm_probability, self._torch_generator, at_least_one)  # fmt: skip
+                           self.mlm_probability, self._torch_generator, at_least_one,
+                           self.processor.image_token_id)  # fmt: skip
 
     @staticmethod
     def require_columns(rows: list[dict], *columns: str) -> None:

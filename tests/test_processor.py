@@ -350,3 +350,15 @@ def test_region_features_are_checked(processor):
         processor(text=["a dog"], region_features=[np.ones((2, FEATURE_DIM))], boxes=[[[0, 0, 1, 1]]])
     with pytest.raises(ValueError, match="either `images` or `region_features`"):
         processor(text=["a dog"], images=[np.zeros((8, 8, 3), np.uint8)], region_features=[np.ones((1, FEATURE_DIM))])
+
+
+def test_random_replacement_never_makes_a_visual_placeholder():
+    """BERT's 10% random tokens once drew [unused0] and a pair batch then had one placeholder more than features."""
+    import torch
+
+    from processing.collators import mask_tokens
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.full((64, 64), 2000)
+    masked, _ = mask_tokens(ids, torch.ones_like(ids, dtype=torch.bool), 103, 3, 1.0, generator, image_token_id=1)
+    assert not (masked == 1).any() and (masked == 103).any() and (masked == 2).any()
