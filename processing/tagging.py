@@ -123,12 +123,21 @@ def concept_named(names: list[str], vocabulary) -> str | None:
     return None
 
 
+def unambiguous_wnids() -> dict[tuple[str, ...], str]:
+    """ImageNet class names -> WordNet id, for the names only one class has ("crane" is a bird and a machine: a tag
+    saying "crane" cannot tell which hypernyms to follow, so it gets none)."""
+    wnids: dict[tuple[str, ...], list[str]] = {}
+    for c in imagenet_classes():
+        wnids.setdefault(tuple(c["names"]), []).append(c["wnid"])
+    return {names: ids[0] for names, ids in wnids.items() if len(ids) == 1}
+
+
 class ConceptNamer:
     """Maps a tagged region's class names to a vocabulary's concept, through WordNet hypernyms for ImageNet classes."""
 
     def __init__(self, vocabulary=None, hypernyms: WordNetHypernyms | None = None):
         self.vocabulary, self.hypernyms = vocabulary, hypernyms
-        self.wnid_of = {tuple(c["names"]): c["wnid"] for c in imagenet_classes()} if hypernyms is not None else {}
+        self.wnid_of = unambiguous_wnids() if hypernyms is not None else {}
 
     def __call__(self, names: list[str]) -> str | None:
         if self.vocabulary is None:

@@ -47,6 +47,9 @@ def test_imagenet_classes_are_named_by_their_nearest_vocabulary_hypernym(hyperny
     assert namer(by_name["moped"]) == "motorcycle"
     assert namer(by_name["orange"]) == "orange"  # named directly
     assert namer(by_name["espresso"]) is None  # no COCO concept above it
+    both = ConceptNamer(ConceptVocabulary.from_labels(["bird", "device"]), hypernyms)
+    assert both(by_name["goldfinch"]) == "bird" and both(by_name["hook"]) == "device"
+    assert both(["crane"]) is None  # two ImageNet classes (bird, machine): whose hypernyms to follow is unknown
 
 
 def test_without_vocabulary_a_tag_is_its_first_name():
