@@ -119,15 +119,15 @@ def test_features(args) -> tuple[np.ndarray, np.ndarray]:
 
 def validation_features(args, gallery_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """--validation_per_class training images per class that the gallery does not hold."""
-    from safetensors.numpy import load_file
-
-    seen = set(load_file(str(gallery_dir / "gallery.safetensors"))["image_ids"].tolist())
 
     def unseen_balanced(labels: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng(args.seed)
-        unseen = [i for i in range(len(labels)) if i not in seen]
-        per_class = [[i for i in unseen if labels[i] == c] for c in range(10)]
-        return np.sort(np.concatenate([rng.permutation(ids)[: args.validation_per_class] for ids in per_class]))
+        from safetensors import safe_open
+
+        from processing.sources import class_balanced_indices
+
+        with safe_open(str(gallery_dir / "gallery.safetensors"), "np") as gallery:
+            unseen = np.setdiff1d(np.arange(len(labels)), gallery.get_tensor("image_ids"))
+        return unseen[class_balanced_indices(labels[unseen], args.validation_per_class, args.seed)]
 
     name = f"validation_{args.validation_per_class}x10_outside_{gallery_dir.name}"
     return cached_features(args, name, "train", unseen_balanced)

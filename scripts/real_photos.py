@@ -77,7 +77,8 @@ def classify_photos(model, processor, prompt: str) -> list[dict]:
     from processing.tagging import ImageNetTagger
 
     labels = list(dict.fromkeys(PHOTOS.values()))
-    features = RegionFeatureExtractor("efficientnet-lite0", 224).encode_crops([photo(name) for name in PHOTOS])
+    photos = {name: photo(name) for name in PHOTOS}
+    features = RegionFeatureExtractor("efficientnet-lite0", 224).encode_crops(list(photos.values()))
     whole = [[[0.0, 0.0, 1.0, 1.0]]] * len(PHOTOS)
     images = evaluate_zero_shot.embed(model, processor, [prompt.format("<image>")] * len(PHOTOS),
                                       [f[None] for f in features], whole, 64)  # fmt: skip
@@ -89,7 +90,7 @@ def classify_photos(model, processor, prompt: str) -> list[dict]:
         order = row.argsort(descending=True).tolist()
         rows.append({"photo": name, "expected": truth, "top1": labels[order[0]], "top1_p": round(float(row[order[0]]), 3),
                      "top2": labels[order[1]], "top2_p": round(float(row[order[1]]), 3),
-                     "imagenet_head": imagenet(photo(name))[0][1][0]})  # fmt: skip
+                     "imagenet_head": imagenet(photos[name])[0][1][0]})  # fmt: skip
     return rows
 
 
