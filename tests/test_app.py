@@ -217,6 +217,26 @@ def assert_non_blank_png(data: bytes) -> None:
     assert max(histogram) < 0.97 * sum(histogram), "the screenshot is almost all one colour"
 
 
+def click_when_ready(wait, css: str) -> None:
+    """Click the first element matching `css` once the page has laid it out: Gradio inserts the examples' images
+    before they are shown, and a click then fails with "element not interactable" (a race seen in CI)."""
+    from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def clicked(driver) -> bool:
+        shown = [element for element in driver.find_elements(By.CSS_SELECTOR, css) if element.is_displayed()]
+        if not shown:
+            return False
+        try:
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", shown[0])
+            shown[0].click()
+        except (ElementNotInteractableException, StaleElementReferenceException):
+            return False
+        return True
+
+    wait.until(clicked, message=f"nothing matching {css!r} could be clicked")
+
+
 @needs_browser
 def test_example_image_is_classified_in_the_browser(app, browser, tmp_path):
     from selenium.webdriver.common.by import By
@@ -226,10 +246,9 @@ def test_example_image_is_classified_in_the_browser(app, browser, tmp_path):
     wait = WebDriverWait(browser, 40)
     browser.get(app_url)
     # A Fashion-MNIST test image of a trouser (never seen in training), as the example gallery shows it.
-    example = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#examples img[src*='trouser']"))[0]
-    example.click()
+    click_when_ready(wait, "#examples img[src*='trouser']")
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image img[src*='trouser']"))
-    browser.find_element(By.ID, "classify").click()
+    click_when_ready(wait, "#classify")
     top = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#scores [data-testid='label-output-value']"))[0]
     shown = browser.find_elements(By.CSS_SELECTOR, "#scores meter")
     assert len(shown) == 5  # the top five of the ten default labels, with their confidences
@@ -259,7 +278,7 @@ def test_cutmix_picture_is_redrawn_for_a_typed_sentence(app, browser):
     sentence = browser.find_element(By.CSS_SELECTOR, "#sentence textarea, #sentence input")
     sentence.clear()
     sentence.send_keys("Blue jeans, a grey coat and a leather bag.")
-    browser.find_element(By.ID, "mix").click()
+    click_when_ready(wait, "#mix")
     picture = wait.until(
         lambda d: [i for i in d.find_elements(By.CSS_SELECTOR, "#picture img") if i.get_attribute("src") != before]
     )[0]
