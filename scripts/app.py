@@ -22,6 +22,7 @@ Gradio's analytics and the Hub's telemetry are off, and the model loads offline.
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -33,9 +34,8 @@ sys.path.insert(0, str(SCRIPTS))
 
 REPO = SCRIPTS.parent
 DEFAULT_LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
-# The template evaluate_zero_shot.py chooses for vlmixer-small on held-out *training* images (81.5% top-1 on the
-# 10,000 test images, against 75.2% with "a photo of a {}.").
-DEFAULT_PROMPT = "a {}."
+# Used when the checkpoint records no prompt of its own (the one evaluate_zero_shot.py chose, in eval_results.json).
+FALLBACK_PROMPT = "a photo of a {}."
 TASK = "zero-shot-image-classification"
 DEFAULT_SENTENCE = "She wore a summer dress with leather sandals and a small bag."
 FASHION_MNIST_EXAMPLES = {
@@ -62,7 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--trust_remote_code", action="store_true",
                         help="load the model and processor from the code files shipped with the checkpoint, as a "
                         "Space without this package installed would (the picture still needs processing/visualize.py)")  # fmt: skip
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the classification prompt, {} is the label")
+    parser.add_argument("--prompt", default=None,
+                        help="the classification prompt, {} is the label (default: the one the checkpoint's "
+                        f"eval_results.json records, as `make demo` writes it, else {FALLBACK_PROMPT!r})")  # fmt: skip
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (default $GRADIO_SERVER_NAME, which Spaces set to 0.0.0.0, else "
                         "127.0.0.1)")  # fmt: skip
@@ -83,6 +85,16 @@ def resolve_model(name: str) -> tuple[str, bool]:
         if candidate.is_dir():
             return str(candidate), True
     return name, False
+
+
+def recorded_prompt(model_path: str) -> str:
+    """The prompt chosen for this checkpoint on held-out training images (its eval_results.json), else the fallback."""
+    from transformers.utils import cached_file
+
+    results = cached_file(model_path, "eval_results.json", _raise_exceptions_for_missing_entries=False)
+    if results is None:
+        return FALLBACK_PROMPT
+    return json.loads(Path(results).read_text()).get("prompt", FALLBACK_PROMPT)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -250,7 +262,8 @@ def main(argv=None) -> None:
         )
     classifier = zero_shot_classifier(model, processor)
     print(f"model {model_path} loaded as {type(model).__module__}.{type(model).__name__}", flush=True)
-    demo = build_demo(classifier, processor, Path(model_path).name if local else model_path, args.prompt, examples)
+    prompt = args.prompt or recorded_prompt(model_path)
+    demo = build_demo(classifier, processor, Path(model_path).name if local else model_path, prompt, examples)
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=args.share, allowed_paths=[args.examples_dir],
         show_error=True, css=CSS,
