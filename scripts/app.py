@@ -28,7 +28,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
 

@@ -26,12 +26,13 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
 
-import build_gallery  # noqa: E402
-import evaluate_zero_shot  # noqa: E402
-from figures import report  # noqa: E402
-import make_corpus  # noqa: E402
-import pretrain  # noqa: E402
+import build_gallery
+import evaluate_zero_shot
+import make_corpus
+import pretrain
+from figures import report
 
+from processing.streams import parse_weights
 
 REPO = SCRIPTS.parent
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -115,7 +116,7 @@ def evaluate_as_remote_code(folder: str, args, prompt: str) -> dict:
     """The evaluation again, in a fresh process that cannot import this package: the folder must carry everything."""
     command = [sys.executable, str(SCRIPTS / "evaluate_zero_shot.py"), "--model", folder, "--trust_remote_code",
                "--cache_dir", args.cache_dir, "--image_size", str(args.image_size), "--scenes", "0", "--prompt", prompt]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
     if result.returncode != 0:
         sys.exit(f"Reloading {folder} as remote code failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -126,6 +127,16 @@ def write_eval_results(folder: Path, results: dict) -> None:
     kept = ("test_images", "prompt", "prompt_selection", "zero_shot_top1", "chance", "per_class_top1",
             "linear_probe_top1", "retrieval")  # fmt: skip
     (folder / "eval_results.json").write_text(json.dumps({key: results[key] for key in kept}, indent=2) + "\n")
+
+
+def visual_stream_sentence(stream_weights: str) -> str:
+    """The model card's words for the tag-aided visual pre-training stream, empty when it was off."""
+    weights = parse_weights(stream_weights)
+    share = weights.get("tags", 0) / sum(weights.values())
+    if share == 0:
+        return ""
+    return (f"On about {share:.0%} of the steps (drawn at random), tag-aided visual pre-training instead: gallery "
+            "images with their class tags, the tags masked and predicted (images and labels only, still no sentence).")
 
 
 def write_model_card(folder: Path, fields: dict) -> None:
@@ -177,6 +188,7 @@ def main(argv=None) -> dict:
         "chance_r1": f"{retrieval['chance_R@1']:.1%}", "chance_r5": f"{retrieval['chance_R@5']:.1%}",
         "chance_r10": f"{retrieval['chance_R@10']:.1%}", "max_steps": args.max_steps, "batch_size": args.batch_size,
         "per_class": args.per_class, "cmc_ratio": args.cmc_ratio, "image_size": args.image_size,
+        "visual_stream": visual_stream_sentence(args.stream_weights),
     })  # fmt: skip
     reloaded = evaluate_as_remote_code(str(checkpoint), args, results["prompt"])
     print(f"reloaded {checkpoint} as {reloaded['loaded_as']}: zero-shot top-1 {reloaded['zero_shot_top1']:.2%}")

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "scripts" / "app.py"
 MODEL = Path(os.environ.get("VLMIXER_APP_MODEL", REPO_ROOT / "vlmixer-small"))
