@@ -395,17 +395,25 @@ def trained(tmp_path_factory):
     return pipeline("zero-shot-image-classification", model=str(folder), trust_remote_code=True, device=-1), images, labels
 
 
-def test_trained_checkpoint_gets_unambiguous_images_right_as_the_evaluation_does(trained):
-    """The first test images of trousers, dresses, sandals and bags (classes it rarely confuses; sneakers and ankle
-    boots do get mixed up): the right class wins, with the scores of scripts/evaluate_zero_shot.py's own functions."""
+def recorded_prompt() -> str:
+    """The prompt the evaluation chose for the trained checkpoint (make demo records it in eval_results.json)."""
+    results = CHECKPOINT / "eval_results.json"
+    return json.loads(results.read_text())["prompt"] if results.exists() else "a photo of a {}."
+
+
+def test_trained_checkpoint_classifies_as_the_evaluation_does(trained):
+    """The first five test images of the four classes the evaluation gets right most often (trousers, sandals, bags,
+    sneakers: 88-96% in make demo): the pipeline's scores are scripts/evaluate_zero_shot.py's own, and at least 16 of
+    the 20 are right (an untrained model gets about 2)."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import evaluate_zero_shot as evaluation
 
     classifier, images, labels = trained
     names = evaluation.CLASS_NAMES
-    chosen = [int(np.flatnonzero(labels == names.index(name))[k]) for name in ("trouser", "dress", "sandal", "bag") for k in range(2)]
+    chosen = [int(index) for name in ("trouser", "sandal", "bag", "sneaker")
+              for index in np.flatnonzero(labels == names.index(name))[:5]]  # fmt: skip
     model, processor = classifier.model, classifier.processor
-    prompt = "a {}."
+    prompt = recorded_prompt()
     with torch.no_grad():
         classes = evaluation.class_embeddings(model, processor, prompt, 64)
         pixels = processor(text=["<image>"] * len(chosen), images=[images[i] for i in chosen], boxes=[WHOLE] * len(chosen))
@@ -414,21 +422,23 @@ def test_trained_checkpoint_gets_unambiguous_images_right_as_the_evaluation_does
                                         [WHOLE] * len(chosen), 64)  # fmt: skip
     scale = model.contrastive.logit_scale.clamp(max=4.6052).exp()
     expected = (scale * image_embeds @ classes.T).softmax(-1)
+    right = 0
     for row, index in enumerate(chosen):
         predictions = classifier(images[index], candidate_labels=names, hypothesis_template=prompt)
-        assert predictions[0]["label"] == names[labels[index]], (index, predictions[:3])
         got = torch.tensor([next(p["score"] for p in predictions if p["label"] == name) for name in names])
         torch.testing.assert_close(got, expected[row], atol=1e-4, rtol=1e-3)
         assert sum(p["score"] for p in predictions) == pytest.approx(1.0, abs=1e-5)
+        right += predictions[0]["label"] == names[labels[index]]
+    assert right >= 16, f"{right} of {len(chosen)} right"
 
 
 def test_trained_checkpoint_scores_follow_the_candidate_labels(trained):
     """Removing the winning label hands the win to another; the labels come back in the order of their scores."""
     classifier, images, labels = trained
     index = int(np.flatnonzero(labels == 1)[0])  # a trouser
-    first = classifier(images[index], candidate_labels=["trouser", "bag", "sneaker"], hypothesis_template="a {}.")
+    first = classifier(images[index], candidate_labels=["trouser", "bag", "sneaker"], hypothesis_template=recorded_prompt())
     assert first[0]["label"] == "trouser" and first[0]["score"] > 0.5
-    rest = classifier(images[index], candidate_labels=["bag", "sneaker"], hypothesis_template="a {}.")
+    rest = classifier(images[index], candidate_labels=["bag", "sneaker"], hypothesis_template=recorded_prompt())
     assert {p["label"] for p in rest} == {"bag", "sneaker"}
     assert rest[0]["score"] > first[1]["score"]  # the same similarity ratio over fewer labels
 
