@@ -22,7 +22,6 @@ Gradio's analytics and the Hub's telemetry are off, and the model loads offline.
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -33,8 +32,6 @@ sys.path.insert(0, str(SCRIPTS))
 
 REPO = SCRIPTS.parent
 DEFAULT_LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
-# Used when the checkpoint records no prompt of its own (the one evaluate_zero_shot.py chose, in eval_results.json).
-FALLBACK_PROMPT = "a photo of a {}."
 TASK = "zero-shot-image-classification"
 DEFAULT_SENTENCE = "She wore a summer dress with leather sandals and a small bag."
 FASHION_MNIST_EXAMPLES = {
@@ -63,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "Space without this package installed would (the picture still needs processing/visualize.py)")  # fmt: skip
     parser.add_argument("--prompt", default=None,
                         help="the classification prompt, {} is the label (default: the one the checkpoint's "
-                        f"eval_results.json records, as `make demo` writes it, else {FALLBACK_PROMPT!r})")  # fmt: skip
+                        "eval_results.json records, as `make demo` writes it, else 'a photo of a {}.')")  # fmt: skip
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (default $GRADIO_SERVER_NAME, which Spaces set to 0.0.0.0, else "
                         "127.0.0.1)")  # fmt: skip
@@ -84,16 +81,6 @@ def resolve_model(name: str) -> tuple[str, bool]:
         if candidate.is_dir():
             return str(candidate), True
     return name, False
-
-
-def recorded_prompt(model_path: str) -> str:
-    """The prompt chosen for this checkpoint on held-out training images (its eval_results.json), else the fallback."""
-    from transformers.utils import cached_file
-
-    results = cached_file(model_path, "eval_results.json", _raise_exceptions_for_missing_entries=False)
-    if results is None:
-        return FALLBACK_PROMPT
-    return json.loads(Path(results).read_text()).get("prompt", FALLBACK_PROMPT)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -245,8 +232,12 @@ def main(argv=None) -> None:
     model_path, local = resolve_model(args.model)
     if local:
         os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers and huggingface_hub are imported
-    from evaluate_zero_shot import load_model
+    from evaluate_zero_shot import load_model, recorded_prompt
 
+    try:
+        prompt = args.prompt or recorded_prompt(model_path)
+    except ValueError as error:
+        sys.exit(f"{error} Or pass --prompt to the app.")
     model, processor = load_model(model_path, args.trust_remote_code)
     if args.trust_remote_code:
         # load_model made this package unimportable so that the model and processor come from the checkpoint's own
@@ -261,7 +252,6 @@ def main(argv=None) -> None:
         )
     classifier = zero_shot_classifier(model, processor)
     print(f"model {model_path} loaded as {type(model).__module__}.{type(model).__name__}", flush=True)
-    prompt = args.prompt or recorded_prompt(model_path)
     demo = build_demo(classifier, processor, Path(model_path).name if local else model_path, prompt, examples)
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=args.share, allowed_paths=[args.examples_dir],

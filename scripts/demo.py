@@ -122,13 +122,6 @@ def evaluate_as_remote_code(folder: str, args, prompt: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def write_eval_results(folder: Path, results: dict) -> None:
-    """The zero-shot figures, with the prompt chosen on held-out training images, where the app and users find them."""
-    kept = ("test_images", "prompt", "prompt_selection", "zero_shot_top1", "chance", "per_class_top1",
-            "linear_probe_top1", "retrieval")  # fmt: skip
-    (folder / "eval_results.json").write_text(json.dumps({key: results[key] for key in kept}, indent=2) + "\n")
-
-
 def visual_stream_sentence(stream_weights: str) -> str:
     """The model card's words for the tag-aided visual pre-training stream, empty when it was off."""
     weights = parse_weights(stream_weights)
@@ -179,7 +172,7 @@ def main(argv=None) -> dict:
     for picture in PICTURES:  # the model card shows them
         shutil.copy(output_dir / picture, checkpoint / picture)
     retrieval = results["retrieval"]
-    write_eval_results(checkpoint, results)
+    evaluate_zero_shot.write_eval_results(checkpoint, results)
     write_model_card(checkpoint, {
         "zero_shot_top1": f"{results['zero_shot_top1']:.1%}", "prompt": results["prompt"], "linear_probe_top1": f"{results['linear_probe_top1']:.1%}",
         "i2t_r1": f"{retrieval['image_to_text_R@1']:.1%}", "i2t_r5": f"{retrieval['image_to_text_R@5']:.1%}",

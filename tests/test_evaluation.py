@@ -1,5 +1,6 @@
 """The zero-shot evaluation's pieces: scene captions, recall with duplicate captions, the corpus keeps prompts out."""
 
+import json
 import sys
 
 import numpy as np
@@ -41,3 +42,23 @@ def test_corpus_keeps_the_evaluation_phrasings_out(tmp_path):
     assert len(lines) == counts["sentences"] and counts["with_grounded_words"] > 0.9 * counts["sentences"]
     assert not any(make_corpus.EVALUATION_PHRASINGS.match(line) for line in lines)
     assert not any(" a overcoat" in line or "a picture showing" in line for line in lines)
+
+
+def test_the_recorded_prompt_round_trips_and_bad_records_are_named(tmp_path):
+    assert evaluate_zero_shot.recorded_prompt(str(tmp_path)) == evaluate_zero_shot.PROMPT_TEMPLATES[0]  # no record
+    figures = {key: None for key in evaluate_zero_shot.RECORDED_FIGURES} | {"prompt": "a {}.", "zero_shot_top1": 0.8,
+                                                                          "model": "left out"}  # fmt: skip
+    evaluate_zero_shot.write_eval_results(tmp_path, figures)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval_results.json"]  # no partial file left
+    assert "model" not in json.loads((tmp_path / "eval_results.json").read_text())
+    assert evaluate_zero_shot.recorded_prompt(str(tmp_path)) == "a {}."
+
+    record = tmp_path / "eval_results.json"
+    record.write_text(json.dumps({"eval_accuracy": 0.9}))  # a Trainer's record: metrics, no prompt
+    assert evaluate_zero_shot.recorded_prompt(str(tmp_path)) == evaluate_zero_shot.PROMPT_TEMPLATES[0]
+    record.write_text('{"prompt": "a {}.", ')  # cut short
+    with pytest.raises(ValueError, match="eval_results.json is not valid JSON"):
+        evaluate_zero_shot.recorded_prompt(str(tmp_path))
+    record.write_text(json.dumps({"prompt": "a photo."}))
+    with pytest.raises(ValueError, match="exactly one"):
+        evaluate_zero_shot.recorded_prompt(str(tmp_path))

@@ -395,16 +395,10 @@ def trained(tmp_path_factory):
     return pipeline("zero-shot-image-classification", model=str(folder), trust_remote_code=True, device=-1), images, labels
 
 
-def recorded_prompt() -> str:
-    """The prompt the evaluation chose for the trained checkpoint (make demo records it in eval_results.json)."""
-    results = CHECKPOINT / "eval_results.json"
-    return json.loads(results.read_text())["prompt"] if results.exists() else "a photo of a {}."
-
-
 def test_trained_checkpoint_classifies_as_the_evaluation_does(trained):
     """The first five test images of the four classes the evaluation gets right most often (trousers, sandals, bags,
     sneakers: 88-96% in make demo): the pipeline's scores are scripts/evaluate_zero_shot.py's own, and at least 16 of
-    the 20 are right (an untrained model gets about 2)."""
+    the 20 are right (chance: 2)."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import evaluate_zero_shot as evaluation
 
@@ -413,7 +407,7 @@ def test_trained_checkpoint_classifies_as_the_evaluation_does(trained):
     chosen = [int(index) for name in ("trouser", "sandal", "bag", "sneaker")
               for index in np.flatnonzero(labels == names.index(name))[:5]]  # fmt: skip
     model, processor = classifier.model, classifier.processor
-    prompt = recorded_prompt()
+    prompt = evaluation.recorded_prompt(str(CHECKPOINT))
     with torch.no_grad():
         classes = evaluation.class_embeddings(model, processor, prompt, 64)
         pixels = processor(text=["<image>"] * len(chosen), images=[images[i] for i in chosen], boxes=[WHOLE] * len(chosen))
@@ -434,11 +428,15 @@ def test_trained_checkpoint_classifies_as_the_evaluation_does(trained):
 
 def test_trained_checkpoint_scores_follow_the_candidate_labels(trained):
     """Removing the winning label hands the win to another; the labels come back in the order of their scores."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from evaluate_zero_shot import recorded_prompt
+
     classifier, images, labels = trained
     index = int(np.flatnonzero(labels == 1)[0])  # a trouser
-    first = classifier(images[index], candidate_labels=["trouser", "bag", "sneaker"], hypothesis_template=recorded_prompt())
+    prompt = recorded_prompt(str(CHECKPOINT))
+    first = classifier(images[index], candidate_labels=["trouser", "bag", "sneaker"], hypothesis_template=prompt)
     assert first[0]["label"] == "trouser" and first[0]["score"] > 0.5
-    rest = classifier(images[index], candidate_labels=["bag", "sneaker"], hypothesis_template=recorded_prompt())
+    rest = classifier(images[index], candidate_labels=["bag", "sneaker"], hypothesis_template=prompt)
     assert {p["label"] for p in rest} == {"bag", "sneaker"}
     assert rest[0]["score"] > first[1]["score"]  # the same similarity ratio over fewer labels
 
