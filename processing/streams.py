@@ -4,6 +4,7 @@ A `BatchStream` walks a corpus in a seeded order, epoch after epoch, hands each 
 batch, and can say (and restore) exactly where it is, so a killed run resumes on the very batch it would have seen.
 """
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from .gallery import PatchGallery
 
 
 TEXT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+CHECKPOINT_MANIFEST = "checkpoint.json"  # written last into a pre-training checkpoint (scripts/checkpointing.py)
 
 
 def load_text_corpus(path: str, text_column: str = "text", streaming: bool = False):
@@ -149,11 +151,23 @@ def parse_weights(text: str) -> dict[str, float]:
     return weights
 
 
+def checkpoint_is_complete(folder: Path) -> bool:
+    """
+    Its manifest, written last, is there and every file it lists has the listed size: a folder cut short while being
+    written or copied is not complete (the checksums are checked on loading, not here).
+    """
+    try:
+        files = json.loads((folder / CHECKPOINT_MANIFEST).read_text())["files"]
+        return all((folder / name).stat().st_size == entry["size"] for name, entry in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints (`checkpoints/step_N` with its `trainer_state.json`), oldest first."""
+    """Complete checkpoints (`checkpoints/step_N` with a complete manifest), oldest first."""
     root = Path(output_dir) / "checkpoints"
-    found = [path for path in root.glob("step_*") if (path / "trainer_state.json").is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda path: int(path.name.removeprefix("step_")))
+    found = [path for path in root.glob("step_*") if path.name.removeprefix("step_").isdigit()]
+    return sorted(filter(checkpoint_is_complete, found), key=lambda path: int(path.name.removeprefix("step_")))
 
 
 __all__ = ["BatchStream", "GalleryRows", "StreamChooser", "checkpoint_dirs", "load_text_corpus", "parse_weights"]

@@ -1,0 +1,274 @@
+"""Resumable training state without pickle: safetensors for tensors, JSON for everything else, and a manifest.
+
+Accelerate's `save_state` / `load_state` write pickles (`custom_checkpoint_*.pkl`, `random_states_*.pkl`,
+`optimizer.bin`) and unpickle them on resume, so a crafted checkpoint folder runs code. A checkpoint folder of this
+module holds only
+
+  model.safetensors         the unwrapped model's weights (tied weights stored once, as `safetensors.torch.save_model`)
+  optimizer.safetensors     the optimizer's tensors (AdamW moments and step counts)
+  optimizer.json            the rest of `optimizer.state_dict()` (param_groups), each tensor a {"__tensor__": key}
+  scheduler.json            the LR scheduler's state_dict
+  scaler.json               the fp16 GradScaler's state_dict (fp16 runs only)
+  trainer_state.json        the step and the Accelerator's micro-step counter
+  process_<i>.json          process i's Python and numpy random states and its stateful objects' state_dicts
+  process_<i>.safetensors   process i's torch (and CUDA) random states and the tensors of its stateful objects
+  checkpoint.json           the manifest, written last: format, version, step, world size, each file's size and sha256
+
+Loading refuses, in one line and before parsing anything, a folder with pickle files or without the manifest, a file
+whose size or sha256 is not the manifest's, and a world size other than the run's (the per-process states cannot be
+split or merged). A file that passes these checks but cannot be parsed (a forged manifest) is a one-line error naming
+it too; `--resume_from_checkpoint latest` does not fall back to an older checkpoint then, because a damaged or changed
+file is worth a look before training on.
+"""
+
+import hashlib
+import json
+import random
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.utils import DistributedType
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from processing.streams import CHECKPOINT_MANIFEST
+
+
+FORMAT, VERSION = "vlmixer-training-state", 1
+PICKLE_SUFFIXES = (".pkl", ".bin", ".pt", ".pth")
+TENSOR = "__tensor__"  # a JSON stand-in for the tensor of that key in the matching .safetensors file
+
+
+# ---------------------------------------------------------------------------------------------- JSON and tensors
+
+
+def plain(value):
+    """json.dumps hook: numpy scalars and arrays (numpy random states hold them) as Python numbers and lists."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} cannot go into a JSON checkpoint file")
+
+
+def write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, default=plain))
+
+
+def split_tensors(value, key: str = "") -> tuple[object, dict[str, torch.Tensor]]:
+    """`value` with each tensor replaced by {"__tensor__": key}, and those tensors by key: JSON plus safetensors."""
+    tensors = {}
+
+    def walk(item, path: str):
+        if torch.is_tensor(item):
+            tensors[path] = item.detach().cpu().contiguous()
+            return {TENSOR: path}
+        if isinstance(item, dict):
+            return {str(name): walk(inner, f"{path}.{name}") for name, inner in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(inner, f"{path}.{index}") for index, inner in enumerate(item)]
+        return item
+
+    return walk(value, key), tensors
+
+
+def join_tensors(value, tensors: dict[str, torch.Tensor]):
+    """The inverse of split_tensors (tuples come back as lists, dict keys as strings)."""
+    if isinstance(value, dict):
+        if set(value) == {TENSOR}:
+            return tensors[value[TENSOR]]
+        return {name: join_tensors(inner, tensors) for name, inner in value.items()}
+    if isinstance(value, list):
+        return [join_tensors(inner, tensors) for inner in value]
+    return value
+
+
+def save_split(folder: Path, stem: str, state) -> None:
+    structure, tensors = split_tensors(state, stem)
+    save_file(tensors, folder / f"{stem}.safetensors")
+    write_json(folder / f"{stem}.json", structure)
+
+
+@contextmanager
+def reading(path: Path):
+    """A file that passed the manifest's checks but cannot be parsed or applied: one line naming it, no traceback."""
+    try:
+        yield
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+        sys.exit(f"Cannot load {path}: {' '.join(str(error).split()) or type(error).__name__}")
+
+
+def read_json(path: Path):
+    with reading(path):
+        return json.loads(path.read_text())
+
+
+def load_split(folder: Path, stem: str):
+    with reading(folder / f"{stem}.safetensors"):
+        tensors = load_file(folder / f"{stem}.safetensors")
+    with reading(folder / f"{stem}.json"):
+        return join_tensors(json.loads((folder / f"{stem}.json").read_text()), tensors)
+
+
+# ---------------------------------------------------------------------------------------------- states
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(legacy=False), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))  # JSON gave lists; random wants its tuples back
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_optimizer(folder: Path, optimizer) -> None:
+    state = load_split(folder, "optimizer")
+    with reading(folder / "optimizer.json"):
+        state["state"] = {int(index): values for index, values in state["state"].items()}  # torch keys them by int
+        for saved, current in zip(state["param_groups"], optimizer.state_dict()["param_groups"], strict=True):
+            saved.update({key: tuple(saved[key]) for key, value in current.items() if isinstance(value, tuple)})
+        optimizer.load_state_dict(state)
+
+
+def require_supported(accelerator) -> None:
+    """FSDP shards and DeepSpeed owns the optimizer state (DeepSpeed saves it with pickle): not covered here."""
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        sys.exit(f"Checkpoints (safetensors + JSON) support one process or DDP, not "
+                 f"{accelerator.distributed_type.value}; set --checkpointing_steps above --max_steps to train without "
+                 "them.")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- save
+
+
+def save_training_state(folder, accelerator, model, optimizer, scheduler, stateful: dict, step: int) -> None:
+    """
+    Every process writes its own random and stateful-object states (they differ between processes); the main
+    process the model, optimizer, scheduler and, once all are written, the manifest.
+    """
+    require_supported(accelerator)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    objects = {name: obj.state_dict() for name, obj in stateful.items()}
+    save_split(folder, f"process_{accelerator.process_index}", {"rng": rng_state(), "stateful": objects})
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(model), str(folder / "model.safetensors"))
+        save_split(folder, "optimizer", optimizer.state_dict())
+        write_json(folder / "scheduler.json", scheduler.state_dict())
+        if accelerator.scaler is not None:
+            write_json(folder / "scaler.json", accelerator.scaler.state_dict())
+        write_json(folder / "trainer_state.json", {"step": step, "accelerator_step": accelerator.step})
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_manifest(folder, step, accelerator.num_processes)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()  # by blocks, not hashlib.file_digest: Python 3.10 is still supported
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, step: int, world_size: int) -> None:
+    files = {path.name: {"size": path.stat().st_size, "sha256": sha256(path)}
+             for path in sorted(folder.iterdir()) if path.is_file() and path.name != CHECKPOINT_MANIFEST}  # fmt: skip
+    manifest = {"format": FORMAT, "version": VERSION, "step": step, "world_size": world_size, "files": files}
+    write_json(folder / CHECKPOINT_MANIFEST, manifest)
+
+
+# ---------------------------------------------------------------------------------------------- verify and load
+
+
+def read_manifest(folder) -> dict:
+    """The manifest of a checkpoint folder, after refusing one that holds pickles or was not written by this module."""
+    folder = Path(folder)
+    pickles = sorted(path.name for path in folder.glob("*") if path.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        sys.exit(f"{folder} is not a VLMixer checkpoint written by this version: it holds pickle files "
+                 f"({', '.join(pickles)}); refusing to load them.")  # fmt: skip
+    if not (folder / CHECKPOINT_MANIFEST).is_file():
+        sys.exit(f"{folder} is not a complete checkpoint (no {CHECKPOINT_MANIFEST}): cut short, or not written by "
+                 "this version.")  # fmt: skip
+    manifest = read_json(folder / CHECKPOINT_MANIFEST)
+    if not well_formed(manifest):
+        sys.exit(f"{folder / CHECKPOINT_MANIFEST} is not a {FORMAT} version {VERSION} manifest; refusing the "
+                 "checkpoint.")  # fmt: skip
+    return manifest
+
+
+def well_formed(manifest) -> bool:
+    """Of this format and version, with an integer step and a {name: {"size": ..., "sha256": ...}} file list."""
+    if not isinstance(manifest, dict) or (manifest.get("format"), manifest.get("version")) != (FORMAT, VERSION):
+        return False
+    files = manifest.get("files")
+    entries_ok = isinstance(files, dict) and all(isinstance(entry, dict) for entry in files.values())
+    return entries_ok and isinstance(manifest.get("step"), int)
+
+
+def checkpoint_step(folder) -> int:
+    return read_manifest(folder)["step"]
+
+
+def expected_files(world_size: int) -> list[str]:
+    names = ["model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json", "trainer_state.json"]
+    return names + [f"process_{index}.{suffix}" for index in range(world_size) for suffix in ("json", "safetensors")]
+
+
+def verify_checkpoint(folder, world_size: int) -> dict:
+    """Every check that needs no parsing: world size, each file present with the manifest's size and sha256."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest.get("world_size") != world_size:
+        sys.exit(f"{folder} was written by {manifest.get('world_size')} processes and this run has {world_size}: "
+                 "the per-process random and data states cannot be split or merged; resume with as many.")  # fmt: skip
+    files = manifest["files"]
+    unlisted = [name for name in expected_files(world_size) if name not in files]
+    if unlisted:
+        sys.exit(f"{folder / CHECKPOINT_MANIFEST} does not list {', '.join(unlisted)}; refusing the checkpoint.")
+    for name, entry in files.items():
+        path = folder / name
+        if Path(name).name != name or not path.is_file():
+            sys.exit(f"{path} is missing or not a plain file name (the manifest lists it); refusing the checkpoint.")
+        if path.stat().st_size != entry.get("size"):
+            sys.exit(f"{path} has {path.stat().st_size} bytes, the manifest {entry.get('size')}: damaged or changed.")
+        if sha256(path) != entry.get("sha256"):
+            sys.exit(f"{path} does not match its sha256 in the manifest: damaged or changed.")
+    return manifest
+
+
+def load_training_state(folder, accelerator, model, optimizer, scheduler, stateful: dict) -> int:
+    """Restores what save_training_state wrote, after verify_checkpoint; returns the checkpoint's step."""
+    require_supported(accelerator)
+    folder = Path(folder)
+    manifest = verify_checkpoint(folder, accelerator.num_processes)
+    with reading(folder / "model.safetensors"):
+        load_model(accelerator.unwrap_model(model), folder / "model.safetensors", strict=True)
+    load_optimizer(folder, optimizer)
+    with reading(folder / "scheduler.json"):
+        scheduler.load_state_dict(read_json(folder / "scheduler.json"))
+    if accelerator.scaler is not None and "scaler.json" in manifest["files"]:
+        with reading(folder / "scaler.json"):
+            accelerator.scaler.load_state_dict(read_json(folder / "scaler.json"))
+    with reading(folder / "trainer_state.json"):
+        accelerator.step = read_json(folder / "trainer_state.json")["accelerator_step"]
+    stem = f"process_{accelerator.process_index}"
+    state = load_split(folder, stem)
+    with reading(folder / f"{stem}.json"):
+        if set(state["stateful"]) != set(stateful):
+            sys.exit(f"{folder / stem}.json holds the states of {sorted(state['stateful'])}, this run has "
+                     f"{sorted(stateful)}: resume with the same --stream_weights.")  # fmt: skip
+        for name, obj in stateful.items():
+            obj.load_state_dict(state["stateful"][name])
+        set_rng_state(state["rng"])  # last, so that nothing above draws from the restored generators
+    return manifest["step"]
