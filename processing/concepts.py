@@ -16,8 +16,20 @@ Hyphenated compounds: English puts the head of a compound last, so a form that e
 "orange-coloured", "cat-like": not matched). A form glued to a word by an apostrophe is not a word of its own either
 ("o'clock" holds no clock, "don't shirt" no t-shirt).
 
+Words that are also function words. Number words and numerals ("one", "seven", "7") mostly count or point at other
+things ("one of them", "no one", "seven people", "one day", "page 7"); other forms can be function words too. Such a
+form names the thing itself only in a noun phrase of its own, so it is matched only
+- after a determiner ("a seven", "the 7", "another four"), at most two describing words before it ("a slanted
+  handwritten seven"), or after a word that introduces a written symbol ("the digit 7", "she wrote seven");
+- and not before "of" ("the seven of us"), a word that can only be a noun ("the seven dwarfs", "one day"), nor as
+  part of a decimal, time or percentage ("7.5", "9:30", "7%").
+"one" also serves as a pronoun after every determiner but "a"/"an" ("the one on the left", "no one", "this one"), so
+it and "ones" need "a"/"an" or a symbol word. Plurals of other number words ("sevens", "7s") are nouns: always matched.
+A vocabulary may also list phrases to `exclude` ("at sixes and sevens"): a form inside one is never matched.
+
 Speed: all forms are compiled into one regular expression, factored as a trie, which runs on the lower-cased text;
-Python only looks each match up in a dict. That keeps `find` at well over 100k sentences per second.
+Python only looks each match up in a dict, and looks at the context of function-word forms alone. That keeps `find`
+at well over 100k sentences per second.
 """
 
 import json
@@ -42,6 +54,44 @@ _RIGHT_BOUNDARY = r"(?!\w)(?![\-\u2010\u2011]\w)"
 _LAST_WORD = re.compile(r"[^\W\d_]+$")
 # Suppletive plurals that lemminflect does not give as plurals (it gives "persons" only).
 _EXTRA_PLURALS = {"person": ("people",)}
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")  # fmt: skip
+# Closed-class English words (determiners, pronouns, prepositions, conjunctions, auxiliaries, modals): a concept form
+# that is one of them, a number word or a numeral needs a noun-phrase context to name the thing (module docstring).
+FUNCTION_WORDS = frozenset(
+    "a an the this that these those each every another either neither some any no none all both half such what which "
+    "whose my your his her its our their i you he she it we they me him us them one ones someone anyone everyone "
+    "nobody something anything nothing everything other others of in on at by for with from to into onto upon over "
+    "under about above below between among through during before after since until till against without within "
+    "along across behind beyond near off out up down around than as and or but nor so yet if because while though "
+    "although whether once is am are was were be been being have has had do does did can could will would shall "
+    "should may might must not".split()
+) | frozenset(NUMBER_WORDS)
+# Words before a mention that make it a noun phrase of its own. "a"/"an" and possessives ("his ones", "the
+# teacher's 7") never precede the pronoun "one".
+_ARTICLES = frozenset({"a", "an"})
+_POSSESSIVES = frozenset("my your his her its our their".split())
+_PRONOUN_CUES = _ARTICLES | _POSSESSIVES
+_DETERMINERS = _ARTICLES | _POSSESSIVES | frozenset(
+    "the this that these those each every another either neither any some whose which what such".split()
+)
+# Words that introduce a written symbol: "the digit 7", "she wrote seven", "a handwritten 4".
+# ("number 5" and "figure 3" label other things: a house, a bus, a chart.)
+_SYMBOL_WORDS = frozenset(
+    "digit digits numbers numeral numerals figures glyph glyphs character characters symbol symbols "
+    "letter letters write writes wrote written writing draw draws drew drawn drawing handwritten hand-written printed "
+    "scribbled scrawled traced sketched".split()
+)
+_PRONOUN_FORMS = frozenset({"one", "ones"})  # "the one on the left", "the ones we saw"
+# Number idioms, excluded wherever numbers are concepts (from_class_names).
+NUMBER_IDIOMS = ("at sixes and sevens", "on all fours", "to the nines", "in twos and threes", "by twos and threes",
+                 "in ones and twos", "nine yards", "number one", "rugby sevens", "one another")  # fmt: skip
+_CONNECTOR = re.compile(r"[\s,]*(?:and|or|nor|&)?[\s,]*")  # "the digits 3 and 8": the second shares the first's cue
+_CONTEXT_WORDS = 3  # a determiner, then at most two describing words, before a mention
+_CLAUSE_END = ".,;:!?)]"
+_QUOTES = "\"'()[]\u2018\u2019\u201c\u201d"
+_NUMBER_TAIL = re.compile(r"(?:[.,:]\d|\s*(?:%|percent\b|per\s*cent\b|o['\u2019]clock\b))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +138,8 @@ def plural_forms(noun: str) -> set[str]:
             "Loading a saved vocabulary (from_json, from_dict) does not need it."
         ) from error
     noun = clean_form(noun)
+    if noun.isdigit():  # a numeral: "7" -> "7s"
+        return {noun, noun + "s"}
     last_word = _LAST_WORD.search(noun)
     if last_word is None:  # nothing to inflect, e.g. "t.v."
         return {noun}
@@ -96,9 +148,119 @@ def plural_forms(noun: str) -> set[str]:
     lemmas = set(getLemma(last, upos="NOUN")) or {last}
     words = {last, *lemmas}
     for lemma in lemmas:
-        words.update(getAllInflections(lemma, upos="NOUN").get("NNS", ()) or getInflection(lemma, tag="NNS"))
-        words.update(_EXTRA_PLURALS.get(lemma, ()))
+        plurals = set(getAllInflections(lemma, upos="NOUN").get("NNS", ()) or getInflection(lemma, tag="NNS"))
+        if not plurals - {lemma}:  # lemminflect knows no plural ("two" -> "two"): English's regular one
+            plurals.add(regular_plural(lemma))
+        words.update(plurals, _EXTRA_PLURALS.get(lemma, ()))
     return {head + word for word in words}
+
+
+def regular_plural(word: str) -> str:
+    """The regular English plural: "cross" -> "crosses", "story" -> "stories", "six" -> "sixes", "two" -> "twos"."""
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def concept_names(class_name: str) -> list[str]:
+    """
+    A dataset's class name as the names of one concept, the label first: case, underscores and spaced hyphens are
+    written as in text, "/" separates alternatives, and a number is given both as numeral and word ("Ankle_boot" ->
+    ["ankle boot"]; "T - shirt / top" -> ["t-shirt", "top"]; "7" -> ["7", "seven"]; "Two" -> ["two", "2"]).
+    """
+    if not isinstance(class_name, str) or not class_name.strip():
+        raise ValueError(f"A class name must be a non-empty string, got {class_name!r}.")
+    text = re.sub(r"\s*-\s*", "-", class_name.replace("_", " "))
+    names = [clean_form(name) for name in text.split("/") if name.strip()]
+    if not names:
+        raise ValueError(f"The class name {class_name!r} holds no word.")
+    label = names[0]
+    if label.isdigit() and int(label) < len(NUMBER_WORDS):
+        names.append(NUMBER_WORDS[int(label)])
+    elif label in NUMBER_WORDS:
+        names.append(str(NUMBER_WORDS.index(label)))
+    return list(dict.fromkeys(names))
+
+
+def concept_label(class_name: str) -> str:
+    """The concept label of a dataset's class name (the first of `concept_names`)."""
+    return concept_names(class_name)[0]
+
+
+def names_the_thing(lowered: str, start: int, end: int, pronoun: bool, joined: bool = False) -> bool:
+    """
+    Whether the function-word form at lowered[start:end] heads a noun phrase of its own (module docstring): a
+    plural ("7's"), or a cue before it in the same clause (`joined`: it shares the cue of the mention that "and"/"or"
+    joins it to), and neither "of", a noun-only word, a plural noun after a cue other than an article ("the two
+    options"), nor a decimal, time or percentage after it.
+    """
+    if _NUMBER_TAIL.match(lowered, end):
+        return False
+    if lowered.startswith(("'s", "\u2019s"), end) and not pronoun:  # "more 7's than 0's"
+        return True
+    cue = "and" if joined else cue_before(lowered, start, pronoun)
+    if cue is None:
+        return False
+    following = lowered[end : end + 40].split(None, 1)
+    if following and following[0][0] not in _CLAUSE_END:
+        word = following[0].rstrip(_CLAUSE_END + _QUOTES)
+        if word == "of" or is_noun_only(word) or (cue not in _ARTICLES and is_plural_noun(word)):
+            return False
+    return True
+
+
+def cue_before(lowered: str, start: int, pronoun: bool) -> str | None:
+    """The determiner, possessive or symbol word that opens the noun phrase ending at `start`, with only describing
+    words between (a pronoun form needs an article or a possessive); None when there is none in its clause."""
+    for word in reversed(lowered[max(0, start - 60) : start].split()[-_CONTEXT_WORDS:]):
+        if word[-1] in _CLAUSE_END:  # the clause ended between this word and the mention
+            return None
+        word = word.strip(_QUOTES)
+        if word in _SYMBOL_WORDS or word in (_PRONOUN_CUES if pronoun else _DETERMINERS) or word[-2:] in ("'s", "\u2019s"):
+            return word
+        if word in FUNCTION_WORDS or not can_describe(word):  # only describing words stand between cue and mention
+            return None
+    return None
+
+
+def word_classes(word: str) -> frozenset[str] | None:
+    """The parts of speech lemminflect knows for `word` (cached), None without lemminflect (a remote-code user who
+    never installed it: the context checks then give every word the benefit of the doubt)."""
+    if word not in _WORD_CLASSES:
+        try:
+            from lemminflect import getAllLemmas
+        except ImportError:
+            return None
+        lemmas = getAllLemmas(word)
+        noun_lemma = lemmas.get("NOUN", (word,))[0]
+        # A plural: lemminflect's noun lemma differs ("options"), or an -s word it does not know ("sevens", "7s").
+        plural = word.endswith("s") and not word.endswith("ss") and (noun_lemma != word or not lemmas)
+        _WORD_CLASSES[word] = frozenset(lemmas) | ({"PLURAL"} if plural else set())
+    return _WORD_CLASSES[word]
+
+
+_WORD_CLASSES: dict[str, frozenset[str]] = {}
+
+
+def is_noun_only(word: str) -> bool:
+    """A word that can only be a noun, as the counted thing after a quantifier is ("one day", "seven dwarfs")."""
+    classes = word_classes(word)
+    return classes is not None and word not in FUNCTION_WORDS and classes - {"PLURAL", "PROPN"} == {"NOUN"}
+
+
+def is_plural_noun(word: str) -> bool:
+    """A plural noun form ("options", "letters"): after "the two" it is what is counted."""
+    classes = word_classes(word)
+    return classes is not None and word not in FUNCTION_WORDS and "PLURAL" in classes
+
+
+def can_describe(word: str) -> bool:
+    """An adjective, adverb or participle ("slanted", "very", "sloppy"): what may stand between a determiner and its
+    noun; a noun or verb there ("the phone rang three") means the determiner belongs to another phrase."""
+    classes = word_classes(word)
+    return classes is None or bool(classes & {"ADJ", "ADV"}) or word.endswith(("ed", "en", "ing"))
 
 
 def trie_pattern(forms: list[str]) -> str:
@@ -128,8 +290,11 @@ def trie_pattern(forms: list[str]) -> str:
 class ConceptVocabulary:
     """Canonical concept labels with their surface forms, and `find(text)` for the grounded words of a text."""
 
-    def __init__(self, concepts: dict[str, list[str]]):
-        """`concepts` maps each canonical label to its surface forms; the label is always a form of its own."""
+    def __init__(self, concepts: dict[str, list[str]], exclude: list[str] | tuple[str, ...] = ()):
+        """
+        `concepts` maps each canonical label to its surface forms; the label is always a form of its own. `exclude`
+        lists phrases in which no form is matched ("at sixes and sevens", "no one").
+        """
         if not isinstance(concepts, dict) or not concepts:
             raise ValueError("A concept vocabulary needs at least one concept: a dict of label -> surface forms.")
         self._forms: dict[str, list[str]] = {}
@@ -140,6 +305,9 @@ class ConceptVocabulary:
             if isinstance(forms, str) or not isinstance(forms, (list, tuple)):
                 raise ValueError(f"The forms of concept {label!r} must be a list of strings, got {forms!r}.")
             self._forms[label] = self._register_forms(label, [label, *forms])
+        if isinstance(exclude, str) or not all(isinstance(phrase, str) and phrase.strip() for phrase in exclude):
+            raise ValueError(f"`exclude` must be a list of non-empty phrases, got {exclude!r}.")
+        self.exclude = list(dict.fromkeys(form_words(clean_form(phrase)) for phrase in exclude))
         self.label_index = {label: index for index, label in enumerate(self._forms)}
         self._compile()
 
@@ -159,8 +327,10 @@ class ConceptVocabulary:
     def _compile(self) -> None:
         """Builds the one regex of all forms, and the dict from matched text to concept."""
         # Spellings of one key ("t-shirt", "tshirt") need one pattern: the one with the most words covers the rest.
+        # Excluded phrases go into the same pattern: found first or longest, they hide the forms inside them.
         spelled: dict[str, str] = {}
-        for forms in self._forms.values():
+        self._excluded_keys = {normalise_form(phrase) for phrase in self.exclude}
+        for forms in [*self._forms.values(), self.exclude]:
             for form in forms:
                 words, key = form_words(form), normalise_form(form)
                 if words.count(" ") >= spelled.get(key, "").count(" "):
@@ -171,11 +341,19 @@ class ConceptVocabulary:
         }
         words = trie_pattern(sorted(spelled.values()))
         self._pattern = re.compile(f"{_LEFT_BOUNDARY}(?:{words}){_RIGHT_BOUNDARY}")
+        # Spellings that are function words, number words or numerals: matched only where they name the thing.
+        self._in_context = {
+            spelling: spelling in _PRONOUN_FORMS
+            for spelling in self._concept_of_text
+            if spelling in FUNCTION_WORDS or spelling in _PRONOUN_FORMS or spelling.isdigit()
+        }
 
     # ------------------------------------------------------------------------------------------ building
 
     @classmethod
-    def from_labels(cls, labels: list[str], synonyms: dict[str, list[str]] | None = None) -> "ConceptVocabulary":
+    def from_labels(
+        cls, labels: list[str], synonyms: dict[str, list[str]] | None = None, exclude: list[str] | tuple = ()
+    ) -> "ConceptVocabulary":
         """A vocabulary whose forms are the singular and plural forms of each label and of its synonyms."""
         synonyms = synonyms or {}
         unknown = set(synonyms) - set(labels)
@@ -189,7 +367,35 @@ class ConceptVocabulary:
             if not all(isinstance(name, str) and name.strip() for name in names):
                 raise ValueError(f"Concept {label!r} has an empty synonym: {names[1:]!r}.")
             concepts[label] = sorted(set().union(*(plural_forms(name) for name in names)))
-        return cls(concepts)
+        return cls(concepts, exclude)
+
+    @classmethod
+    def from_class_names(
+        cls, class_names: list[str], synonyms: dict[str, list[str]] | None = None, exclude: list[str] | tuple = ()
+    ) -> "ConceptVocabulary":
+        """
+        The vocabulary of a labelled image set's classes, in class order: each class name becomes a concept label
+        with its alternatives, numeral or number word, plurals and `synonyms` (keyed by class name or label) as
+        forms (`concept_names`: "Ankle_boot" -> "ankle boot"; "7" -> "7", "7s", "seven", "sevens").
+        """
+        if not class_names:
+            raise ValueError("A concept vocabulary needs at least one class name.")
+        names = [concept_names(name) for name in class_names]
+        labels = [name[0] for name in names]
+        if any(name in NUMBER_WORDS for forms in names for name in forms):
+            exclude = [*exclude, *NUMBER_IDIOMS]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"Two class names give the same concept label: {repeated}; rename one of the classes.")
+        synonyms = synonyms or {}
+        unknown = set(synonyms) - set(class_names) - set(labels)
+        if unknown:
+            raise ValueError(f"Synonyms given for classes that are not in the list: {sorted(unknown)}.")
+        label_of = dict(zip(class_names, labels))
+        merged = {label: list(name[1:]) for label, name in zip(labels, names)}
+        for key, extra in synonyms.items():
+            merged[label_of.get(key, key)] += [clean_form(form) for form in extra]
+        return cls.from_labels(labels, merged, exclude)
 
     @classmethod
     def from_gallery(cls, gallery, synonyms: dict[str, list[str]] | None = None) -> "ConceptVocabulary":
@@ -207,7 +413,10 @@ class ConceptVocabulary:
         labels = data.get("labels", list(concepts))
         if not isinstance(labels, list) or sorted(labels, key=repr) != sorted(concepts, key=repr):
             raise ValueError("The 'labels' list of a concept vocabulary must name each concept exactly once.")
-        return cls({label: concepts[label] for label in labels})
+        exclude = data.get("exclude", [])
+        if not isinstance(exclude, list):
+            raise ValueError("The 'exclude' entry of a concept vocabulary must be a list of phrases.")
+        return cls({label: concepts[label] for label in labels}, exclude)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "ConceptVocabulary":
@@ -244,12 +453,18 @@ class ConceptVocabulary:
     # ------------------------------------------------------------------------------------------ saving
 
     def to_dict(self) -> dict:
-        """{"format_version": 1, "labels": [...], "concepts": {label: [forms]}}; "labels" makes the order explicit."""
-        return {
+        """
+        {"format_version": 1, "labels": [...], "concepts": {label: [forms]}, "exclude": [phrases]}; "labels" makes
+        the order explicit, "exclude" is left out when empty.
+        """
+        data = {
             "format_version": FORMAT_VERSION,
             "labels": self.labels,
             "concepts": {label: list(forms) for label, forms in self._forms.items()},
         }
+        if self.exclude:
+            data["exclude"] = list(self.exclude)
+        return data
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Writes the vocabulary as JSON atomically: a temporary file in the same folder, then a rename over `path`."""
@@ -291,7 +506,7 @@ class ConceptVocabulary:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ConceptVocabulary):
             return NotImplemented
-        return list(self._forms.items()) == list(other._forms.items())
+        return list(self._forms.items()) == list(other._forms.items()) and self.exclude == other.exclude
 
     __hash__ = None  # equal by content
 
@@ -299,15 +514,29 @@ class ConceptVocabulary:
         return f"ConceptVocabulary({len(self)} concepts, {len(self._concept_of)} surface forms)"
 
     def find(self, text: str) -> list[ConceptMatch]:
-        """The grounded words of `text`: in order, non-overlapping, each with its span in `text` and its concept."""
-        concept_of_text, concept_of = self._concept_of_text, self._concept_of
-        matches = []
-        for match in self._pattern.finditer(lowercase_in_place(text)):
+        """
+        The grounded words of `text`: in order, non-overlapping, each with its span in `text` and its concept;
+        function-word forms only where they name the thing, and no form inside an `exclude` phrase.
+        """
+        concept_of_text, concept_of, in_context = self._concept_of_text, self._concept_of, self._in_context
+        lowered = lowercase_in_place(text)
+        matches, cued_until = [], -1
+        for match in self._pattern.finditer(lowered):
             start, end = match.span()
             found = match.group()
-            concept = concept_of_text.get(found) or concept_of[normalise_form(found)]
+            if found in in_context:
+                joined = cued_until >= 0 and _CONNECTOR.fullmatch(lowered, cued_until, start) is not None
+                if not names_the_thing(lowered, start, end, in_context[found], joined):
+                    continue
+                cued_until = end
+            concept = concept_of_text.get(found)
+            if concept is None:
+                key = normalise_form(found)
+                if key in self._excluded_keys:
+                    continue
+                concept = concept_of[key]
             matches.append(ConceptMatch(start, end, concept, text[start:end]))
         return matches
 
 
-__all__ = ["ConceptMatch", "ConceptVocabulary", "normalise_form"]
+__all__ = ["ConceptMatch", "ConceptVocabulary", "concept_label", "concept_names", "normalise_form"]

@@ -32,6 +32,34 @@ class RegionFeatureExtractor:
         else:
             raise ValueError(f"Unknown backbone {backbone!r}: use 'efficientnet-lite0' or 'auto:<model name or path>'.")
         self.backbone_id = backbone
+        self.image_size = image_size
+
+    @property
+    def preprocessing(self) -> dict:
+        """How crops become backbone inputs, as galleries record it: the built-in backbone's crop size (with the
+        resizing and normalisation that size implies), or the `auto:` model's own image processor."""
+        if self.backbone_id != "efficientnet-lite0":
+            return {"image_processor": self.backbone_id.removeprefix("auto:")}
+        processor = self.image_processor
+        return {
+            "image_size": self.image_size,
+            "resize_shortest_edge": processor.size["shortest_edge"],
+            "resample": "bicubic",
+            "crop": "center",
+            "image_mean": list(processor.image_mean),
+            "image_std": list(processor.image_std),
+        }
+
+    @classmethod
+    def like(cls, backbone: str, preprocessing: dict | None, batch_size: int = 64) -> "RegionFeatureExtractor":
+        """An extractor that makes features as the recorded `preprocessing` of a gallery or checkpoint says (every
+        recorded field; an older record may hold the crop size alone)."""
+        image_size = (preprocessing or {}).get("image_size", 224)
+        extractor = cls(backbone, image_size, batch_size)
+        made = extractor.preprocessing
+        if any(made.get(key) != value for key, value in (preprocessing or {}).items()):
+            raise ValueError(f"Cannot repeat the recorded preprocessing {preprocessing}: this code makes {extractor.preprocessing}.")
+        return extractor
 
     @torch.no_grad()
     def encode_crops(self, crops: list) -> np.ndarray:

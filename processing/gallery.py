@@ -6,7 +6,8 @@ A gallery directory holds two files and no pickle:
   `image_ids` (N,) int64, `scores` (N,) float32, `concept_offsets` (C + 1,) int64 and optionally `thumbnails`
   (N, t, t, 3) uint8. Rows are grouped by concept: concept c owns rows offsets[c]:offsets[c + 1].
 - `gallery.json`: format_version, backbone, feature_dim, dtype, concepts (in offset order), counts, num_rows,
-  thumbnail_size and save_id. It is renamed into place last, so it marks the gallery complete; its save_id must match
+  thumbnail_size, save_id and, when known, `preprocessing`: how the backbone's input crops were made (crop size,
+  resizing, normalisation), which every later feature of the same model must repeat. It is renamed into place last, so it marks the gallery complete; its save_id must match
   the one in the safetensors metadata, so two files from different saves never open as one gallery.
 
 Self-contained (stdlib, numpy, torch) so that it can ship as Hub remote code.
@@ -111,10 +112,11 @@ def checked_thumbnails(thumbnails, rows: int, size: int | None, where: str) -> n
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def gallery_config(backbone, feature_dim, dtype, concepts, offsets, thumbnail_size) -> dict:
+def gallery_config(backbone, feature_dim, dtype, concepts, offsets, thumbnail_size, preprocessing=None) -> dict:
     """The contents of gallery.json, with a fresh save_id."""
     counts = np.diff(offsets)
     return {
+        **({"preprocessing": preprocessing} if preprocessing is not None else {}),
         "format_version": FORMAT_VERSION,
         "backbone": backbone,
         "feature_dim": int(feature_dim),
@@ -286,6 +288,8 @@ def read_gallery_config(directory: str) -> dict:
     for field, kind in CONFIG_FIELDS.items():
         if not isinstance(config.get(field), kind):
             raise GalleryError(f"{path} is corrupt: field {field!r} is {config.get(field)!r}.")
+    if not isinstance(config.get("preprocessing", {}), dict):
+        raise GalleryError(f"{path} is corrupt: field 'preprocessing' is {config['preprocessing']!r}.")
     if config["dtype"] not in FEATURE_DTYPES:
         raise GalleryError(f"{path}: unsupported feature dtype {config['dtype']!r} (not {list(FEATURE_DTYPES)}).")
     if config["num_rows"] <= 0 or not config["concepts"]:
@@ -375,6 +379,7 @@ class PatchGallery:
         concept_offsets: np.ndarray,
         thumbnails: np.ndarray | None = None,
         source: tuple[str, str | None] | None = None,
+        preprocessing: dict | None = None,
     ):
         concept_offsets = np.array(concept_offsets, dtype=np.int64)  # a copy in RAM: every draw reads it
         if features.ndim != 2:
@@ -398,6 +403,7 @@ class PatchGallery:
             if array is not None and len(array) != len(features):
                 raise GalleryError(f"{name} has {len(array)} rows but features have {len(features)}.")
         self.backbone = backbone
+        self.preprocessing = preprocessing
         self.concepts = list(concepts)
         self.features, self.boxes, self.image_ids, self.scores = features, boxes, image_ids, scores
         self.thumbnails = thumbnails
@@ -517,8 +523,9 @@ class PatchGallery:
     def save(self, directory) -> None:
         """Writes gallery.safetensors and gallery.json into `directory` atomically (see `write_gallery`)."""
         config = gallery_config(
-            self.backbone, self.feature_dim, self.dtype, self.concepts, self.concept_offsets, self.thumbnail_size
-        )
+            self.backbone, self.feature_dim, self.dtype, self.concepts, self.concept_offsets, self.thumbnail_size,
+            self.preprocessing,
+        )  # fmt: skip
         tensors = {
             "features": [self.features],
             "boxes": [self.boxes],
@@ -553,6 +560,7 @@ class PatchGallery:
             tensors["concept_offsets"],
             tensors.get("thumbnails"),
             source=(directory, config.get("save_id")),
+            preprocessing=config.get("preprocessing"),
         )
 
     def __reduce_ex__(self, protocol):
@@ -583,12 +591,17 @@ class PatchGallery:
                     f"Cannot merge a {other.backbone!r} gallery ({other.feature_dim}-d) with a {first.backbone!r} "
                     f"gallery ({first.feature_dim}-d)."
                 )
+            if other.preprocessing != first.preprocessing:
+                raise GalleryError(
+                    f"Cannot merge galleries whose crops were made differently: {first.preprocessing} and "
+                    f"{other.preprocessing}."
+                )
             if other.thumbnail_size != first.thumbnail_size:
                 raise GalleryError(
                     f"Cannot merge galleries with thumbnail sizes {first.thumbnail_size} and {other.thumbnail_size}."
                 )
         dtype = np.result_type(*(gallery.dtype for gallery in galleries))
-        builder = PatchGalleryBuilder(first.backbone, first.feature_dim, dtype, first.thumbnail_size)
+        builder = PatchGalleryBuilder(first.backbone, first.feature_dim, dtype, first.thumbnail_size, first.preprocessing)
         for gallery in galleries:
             builder.add_gallery(gallery)
         return builder.build()
@@ -608,9 +621,12 @@ class PatchGalleryBuilder:
         dtype: how features are stored: float16 (half the disk and page cache) or float32.
         thumbnail_size: side t of the (t, t, 3) uint8 thumbnails every add must carry; None lets the first add
             decide, with thumbnails or without.
+        preprocessing: how the backbone's input crops were made (`RegionFeatureExtractor.preprocessing`), recorded
+            so that features computed later for the same model are made alike.
     """
 
-    def __init__(self, backbone: str, feature_dim: int, dtype=np.float16, thumbnail_size: int | None = None):
+    def __init__(self, backbone: str, feature_dim: int, dtype=np.float16, thumbnail_size: int | None = None,
+                 preprocessing: dict | None = None):  # fmt: skip
         if not isinstance(backbone, str) or not backbone:
             raise GalleryError("A gallery must record the backbone that made its features.")
         if not isinstance(feature_dim, int) or feature_dim <= 0:
@@ -619,7 +635,7 @@ class PatchGalleryBuilder:
             raise GalleryError(f"Features are stored as one of {list(FEATURE_DTYPES)}, not {np.dtype(dtype).name}.")
         if thumbnail_size is not None and (not isinstance(thumbnail_size, int) or thumbnail_size <= 0):
             raise GalleryError(f"thumbnail_size must be a positive integer or None, got {thumbnail_size!r}.")
-        self.backbone, self.feature_dim = backbone, feature_dim
+        self.backbone, self.feature_dim, self.preprocessing = backbone, feature_dim, preprocessing
         self.dtype = FEATURE_DTYPES[np.dtype(dtype).name]
         self.thumbnail_size = thumbnail_size
         self._thumbnails_decided = thumbnail_size is not None
@@ -675,13 +691,15 @@ class PatchGalleryBuilder:
         arrays = {name: np.concatenate(parts) for name, parts in chunks.items()}
         return PatchGallery(
             self.backbone, concepts, arrays["features"], arrays["boxes"], arrays["image_ids"], arrays["scores"],
-            offsets, arrays.get("thumbnails"),
+            offsets, arrays.get("thumbnails"), preprocessing=self.preprocessing,
         )  # fmt: skip
 
     def save(self, directory) -> PatchGallery:
         """Writes the gallery into `directory` atomically, straight from the added rows, and opens it memory-mapped."""
         concepts, offsets, chunks = self._layout()
-        config = gallery_config(self.backbone, self.feature_dim, self.dtype, concepts, offsets, self.thumbnail_size)
+        config = gallery_config(
+            self.backbone, self.feature_dim, self.dtype, concepts, offsets, self.thumbnail_size, self.preprocessing
+        )
         write_gallery(directory, config, {**chunks, "concept_offsets": [offsets]})
         return PatchGallery.load(directory)
 

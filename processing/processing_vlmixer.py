@@ -141,7 +141,8 @@ class VLMixerProcessor(ProcessorMixin):
 
     Args:
         tokenizer: a fast BERT word-piece tokenizer.
-        image_processor: turns region crops into `pixel_values` for the model's backbone.
+        image_processor: turns region crops into `pixel_values` for the model's backbone; by default the built-in
+            EfficientNet-Lite0's 224 px crops (text-only use never calls it).
         cmc_ratio (`float`): default probability of replacing each grounded word.
         grid_size (`int`): grid of regions used for an image given without boxes.
         backbone_id (`str`, *optional*): the features the model reads (`config.backbone_id`); a gallery made by
@@ -163,7 +164,8 @@ class VLMixerProcessor(ProcessorMixin):
         concepts=None,
         gallery: PatchGallery | None = None,
     ):
-        super().__init__(tokenizer, image_processor)
+        # Text-only use needs no image processor; ProcessorMixin needs one: the built-in backbone's default crops.
+        super().__init__(tokenizer, image_processor if image_processor is not None else efficientnet_image_processor())
         if not 0.0 <= cmc_ratio <= 1.0:
             raise ValueError(f"`cmc_ratio` must be in [0, 1], got {cmc_ratio}.")
         if grid_size < 1:

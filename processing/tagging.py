@@ -112,6 +112,28 @@ class WordNetHypernyms:
             frontier = list(dict.fromkeys(following))
 
 
+def wordnet_synonyms(name: str, wordnet_dir: str = str(Path(WORDNET_NOUNS).parent)) -> list[str]:
+    """
+    The other lemmas of the most frequent noun sense of `name` in WordNet 3.0 (Debian `wordnet-base`): "sofa" ->
+    ["couch", "lounge"]; [] for a word WordNet does not know. Only the first sense, so that "star" gives no "ace".
+    """
+    key = name.strip().lower().replace(" ", "_")
+    index, data = Path(wordnet_dir) / "index.noun", Path(wordnet_dir) / "data.noun"
+    if not index.exists():
+        raise FileNotFoundError(f"{index} is missing: install WordNet with `apt-get install wordnet-base`.")
+    with open(index, encoding="utf-8") as handle:
+        fields = next((line.split() for line in handle if line.startswith(key + " ")), None)
+    if fields is None:
+        return []
+    synsets = int(fields[2])
+    first_offset = fields[-synsets]  # offsets come last, the most frequent sense first
+    with open(data, "rb") as handle:
+        handle.seek(int(first_offset))  # a synset's offset is its byte offset in data.noun
+        words = handle.readline().decode("utf-8").split(" | ")[0].split()
+    lemmas = [words[4 + 2 * i].replace("_", " ").lower() for i in range(int(words[3], 16))]
+    return [lemma for lemma in dict.fromkeys(lemmas) if lemma != name.strip().lower()]
+
+
 def concept_named(names: list[str], vocabulary) -> str | None:
     """The vocabulary concept that one of `names` names as a whole ("tabby cat" -> None, "cat" -> "cat")."""
     for name in names:
@@ -153,4 +175,5 @@ class ConceptNamer:
         return None
 
 
-__all__ = ["ConceptNamer", "DetectorTagger", "ImageNetTagger", "WordNetHypernyms", "concept_named", "imagenet_classes"]
+__all__ = ["ConceptNamer", "DetectorTagger", "ImageNetTagger", "WordNetHypernyms", "concept_named", "imagenet_classes",
+           "wordnet_synonyms"]

@@ -18,6 +18,7 @@ sys.path.insert(0, str(SCRIPTS))
 import evaluate_zero_shot  # noqa: E402
 from figures import report  # noqa: E402
 import pretrain  # noqa: E402
+from processing.sources import FASHION_MNIST_DIR  # noqa: E402
 
 
 NO_CONTRAST = {"contrastive_loss_weight": 0.0, "patch_alignment_loss_weight": 0.0}
@@ -68,9 +69,10 @@ def main(argv=None) -> dict:
                 "--max_steps", str(args.max_steps), "--batch_size", str(args.batch_size), "--seed", str(args.seed),
                 "--learning_rate", str(args.learning_rate), "--image_size", str(args.image_size),
                 "--checkpointing_steps", str(args.max_steps), "--logging_steps", "25",
-                "--config_overrides", json.dumps(overrides), *extra,
+                "--config_overrides", json.dumps(overrides), "--stream_weights", "text=1", *extra,
             ])  # fmt: skip
-        evaluation = evaluate_zero_shot.main(["--model", str(run_dir / "final"), "--cache_dir", args.cache_dir,
+        evaluation = evaluate_zero_shot.main(["--model", str(run_dir / "final"), "--fashion_mnist", FASHION_MNIST_DIR,
+                                              "--cache_dir", args.cache_dir,
                                               "--image_size", str(args.image_size), "--seed", str(args.seed),
                                               "--probe_gallery", args.gallery])  # fmt: skip
         results[name] = {"zero_shot_top1": evaluation["zero_shot_top1"], "prompt": evaluation["prompt"],

@@ -78,7 +78,7 @@ def ensure_fashion_mnist() -> None:
 
 
 def gallery_for(args) -> str:
-    gallery = Path(args.cache_dir) / f"gallery-fashion-mnist-train-{args.per_class}x10-{args.image_size}px"
+    gallery = Path(args.cache_dir) / f"gallery-fashion-mnist-train-{args.per_class}x10-{args.image_size}px-heldout"
     if not (gallery / "gallery.json").exists():
         build_gallery.main(["--fashion_mnist", FASHION_MNIST, "--per_class", str(args.per_class), "--image_size",
                             str(args.image_size), "--thumbnail_size", "28", "--seed", str(args.seed),
@@ -108,13 +108,13 @@ def pretrain_run(args, corpus: str, gallery: str) -> tuple[dict, Path]:
 
 
 def evaluate(folder: str, args, *extra: str) -> dict:
-    return evaluate_zero_shot.main(["--model", folder, "--cache_dir", args.cache_dir, "--image_size",
+    return evaluate_zero_shot.main(["--model", folder, "--fashion_mnist", FASHION_MNIST, "--cache_dir", args.cache_dir, "--image_size",
                                     str(args.image_size), *extra])  # fmt: skip
 
 
 def evaluate_as_remote_code(folder: str, args, prompt: str) -> dict:
     """The evaluation again, in a fresh process that cannot import this package: the folder must carry everything."""
-    command = [sys.executable, str(SCRIPTS / "evaluate_zero_shot.py"), "--model", folder, "--trust_remote_code",
+    command = [sys.executable, str(SCRIPTS / "evaluate_zero_shot.py"), "--model", folder, "--trust_remote_code", "--fashion_mnist", FASHION_MNIST,
                "--cache_dir", args.cache_dir, "--image_size", str(args.image_size), "--scenes", "0", "--prompt", prompt]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
     if result.returncode != 0:

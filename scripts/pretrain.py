@@ -8,7 +8,8 @@ by --stream_weights:
   tags   tag-aided visual pre-training on the gallery's image-only rows (their concept tags masked);
   pairs  the gallery rows paired with captions from their labels (an upper bound: real pairs).
 
-Checkpoints go to OUTPUT_DIR/checkpoints/step_N every --checkpointing_steps (written whole, then renamed);
+Checkpoints go to OUTPUT_DIR/checkpoints/step_N every --checkpointing_steps (written whole, then renamed; safetensors
+and JSON with a checksummed manifest, no pickle; one process or DDP, not FSDP/DeepSpeed: see scripts/checkpointing.py);
 --resume_from_checkpoint latest continues a killed run exactly where its last checkpoint was (same data, same losses
 on CPU). Metrics go to OUTPUT_DIR/metrics.csv (and TensorBoard with --report_to tensorboard), the loss curves to
 OUTPUT_DIR/loss_curves.png, and the trained model with its processor to OUTPUT_DIR/final, a Hub-ready folder.
@@ -26,8 +27,10 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -43,15 +46,19 @@ from processing import (
     PatchGallery,
     VLMixerProcessor,
 )
-from processing.processing_vlmixer import efficientnet_image_processor
+from processing.processing_vlmixer import CONCEPTS_NAME, efficientnet_image_processor
 from processing.streams import BatchStream, GalleryRows, StreamChooser, checkpoint_dirs, load_text_corpus, parse_weights
 
+from checkpointing import checkpoint_step, load_training_state, require_supported, save_training_state
 from figures import report
 
 
 LOSS_NAMES = ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss", "patch_alignment_loss", "tag_mlm_loss",
               "paired_mlm_loss", "paired_contrastive_loss", "paired_matching_loss")  # fmt: skip
-METRIC_FIELDS = ["step", "learning_rate", *LOSS_NAMES]  # losses are means over the steps since the previous row
+# Losses are means over the steps since the previous row; cmc_mixed_share is the share of the text stream's
+# sentences that got at least one patch.
+METRIC_FIELDS = ["step", "learning_rate", *LOSS_NAMES, "cmc_mixed_share"]
+CMC_SAMPLE = 2000  # sentences of the corpus looked at before the first step
 
 
 def default_model() -> str | None:
@@ -71,10 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--text_column", default="text")
     data.add_argument("--streaming", action="store_true", help="stream the text corpus instead of loading it")
     data.add_argument("--gallery", help="folder of a PatchGallery (scripts/build_gallery.py)")
-    data.add_argument("--vocabulary", default="fashion_mnist", help="'coco80', 'fashion_mnist' or a concepts JSON")
-    data.add_argument("--stream_weights", default="text=1", help="e.g. 'text=1,tags=0.25,pairs=0'")
+    data.add_argument("--vocabulary", default=None,
+                      help="'coco80', 'fashion_mnist' or a concepts JSON; default: the gallery's concepts.json")  # fmt: skip
+    data.add_argument("--stream_weights", default="text=1,tags=0.25",
+                      help="e.g. 'text=1,tags=0.25,pairs=0' (tags: tag-aided visual pre-training on the gallery)")  # fmt: skip
     data.add_argument("--caption_templates", default="a photo of a {}.", help="'|'-separated, for the pairs stream")
-    data.add_argument("--image_size", type=int, default=224, help="crop size of the saved processor's image processor")
+    data.add_argument("--image_size", type=int, default=None,
+                      help="backbone crop size of the saved processor; default: the one the gallery records")  # fmt: skip
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", default=default_model(),
                        help="a BERT checkpoint to start from (default: the offline all-MiniLM-L6-v2), or a VLMixer folder")  # fmt: skip
@@ -87,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--max_length", type=int, default=48)
     training.add_argument("--batch_size", type=int, default=32, help="per process")
     training.add_argument("--max_steps", type=int, default=300)
-    training.add_argument("--learning_rate", type=float, default=1e-4)
+    training.add_argument("--learning_rate", type=float, default=2e-4)
     training.add_argument("--weight_decay", type=float, default=0.01)
     training.add_argument("--warmup_steps", type=int, default=30)
     training.add_argument("--lr_scheduler_type", default="linear")
@@ -132,20 +142,83 @@ def build_model(args) -> VLMixerForPreTraining:
     return VLMixerForPreTraining.from_bert_pretrained(args.model_name_or_path, **overrides)
 
 
+def gallery_vocabulary(args, gallery: PatchGallery) -> ConceptVocabulary:
+    """--vocabulary, else the concepts.json that build_gallery.py wrote next to the gallery, else one made from the
+    gallery's concept names; refused when it names no concept of the gallery (CMC would never mix a word)."""
+    if args.vocabulary in ("coco80", "fashion_mnist"):
+        vocabulary = ConceptVocabulary.shipped(args.vocabulary)
+    elif args.vocabulary:
+        vocabulary = ConceptVocabulary.from_json(args.vocabulary)
+    elif (Path(args.gallery) / CONCEPTS_NAME).is_file():
+        vocabulary = ConceptVocabulary.from_json(Path(args.gallery) / CONCEPTS_NAME)
+    else:
+        vocabulary = ConceptVocabulary.from_class_names(gallery.concepts)
+    if not any(concept in gallery for concept in vocabulary.labels):
+        sys.exit(
+            f"The vocabulary ({', '.join(vocabulary.labels[:8])}, ...) and the gallery ({', '.join(gallery.concepts[:8])}, "
+            "...) share no concept: cross-modal CutMix would never mix a word. Leave --vocabulary out to use the "
+            "gallery's own concepts.json, or build the gallery from the classes the vocabulary names."
+        )
+    return vocabulary
+
+
+def gallery_image_size(args, gallery: PatchGallery) -> int:
+    """The crop size the gallery's features were made at (what the saved image processor must repeat)."""
+    recorded = (gallery.preprocessing or {}).get("image_size")
+    if args.image_size is not None and recorded is not None and args.image_size != recorded:
+        sys.exit(f"--image_size {args.image_size} differs from the {recorded} px crops the gallery's features were "
+                 "made from; leave --image_size out.")  # fmt: skip
+    return args.image_size or recorded or 224
+
+
 def build_processor(args, model: VLMixerForPreTraining, gallery: PatchGallery) -> VLMixerProcessor:
     tokenizer_source = args.model_name_or_path if not args.model_config else default_model()
-    vocabulary = (ConceptVocabulary.shipped(args.vocabulary) if args.vocabulary in ("coco80", "fashion_mnist")
-                  else ConceptVocabulary.from_json(args.vocabulary))  # fmt: skip
     if gallery.feature_dim != model.config.visual_feature_dim:
         sys.exit(f"The gallery holds {gallery.feature_dim}-d features; the model reads {model.config.visual_feature_dim}-d.")
     return VLMixerProcessor(
         AutoTokenizer.from_pretrained(tokenizer_source),
-        efficientnet_image_processor(args.image_size),
+        efficientnet_image_processor(gallery_image_size(args, gallery)),
         cmc_ratio=args.cmc_ratio,
         backbone_id=model.config.backbone_id,
-        concepts=vocabulary,
+        concepts=gallery_vocabulary(args, gallery),
         gallery=gallery,
     )
+
+
+def check_cmc_coverage(corpus, processor: VLMixerProcessor, seed: int) -> dict:
+    """
+    Says, before the first step, how much of the corpus cross-modal CutMix can mix (on a sample of CMC_SAMPLE
+    sentences) and which gallery concepts the corpus names; refuses a corpus in which no sentence can be mixed.
+    """
+    if hasattr(corpus, "__len__"):
+        rows = np.random.default_rng(seed).permutation(len(corpus))[:CMC_SAMPLE]
+        sentences = [corpus[int(row)]["text"] for row in rows]
+    else:
+        sentences = [row["text"] for row in corpus.take(CMC_SAMPLE)]
+    gallery, vocabulary = processor.patch_gallery, processor.vocabulary
+    named = Counter()
+    mixable = 0
+    for sentence in sentences:
+        concepts = {match.concept for match in vocabulary.find(sentence) if match.concept in gallery}
+        mixable += bool(concepts)
+        named.update(concepts)
+    in_gallery = [concept for concept in gallery.concepts if concept in vocabulary]
+    never = [concept for concept in in_gallery if not named[concept]]
+    coverage = {"sampled_sentences": len(sentences), "mixable_sentences": mixable,
+                "gallery_concepts_named": len(in_gallery) - len(never), "gallery_concepts": len(gallery.concepts)}  # fmt: skip
+    print(f"CMC: {mixable:,} of {len(sentences):,} sampled sentences ({mixable / max(len(sentences), 1):.1%}) name a "
+          f"gallery concept; the corpus names {coverage['gallery_concepts_named']} of the gallery's "
+          f"{len(gallery.concepts)} concepts" + (f" (never: {never[:10]})" if never else "") + ".")  # fmt: skip
+    if mixable == 0:
+        sys.exit(
+            f"No sentence of the {len(sentences):,} sampled from the corpus names a concept of the gallery "
+            f"({', '.join(in_gallery[:8])}, ...), so cross-modal CutMix would never mix a word. Use a corpus that "
+            "mentions these concepts, or a vocabulary with the words it uses for them (scripts/build_vocabulary.py)."
+        )
+    if mixable < 0.05 * len(sentences):
+        print(f"warning: only {mixable / len(sentences):.1%} of the sentences can be mixed; most steps teach no "
+              "vision-language alignment.")  # fmt: skip
+    return coverage
 
 
 def build_streams(args, processor, gallery, accelerator) -> tuple[dict, dict]:
@@ -196,16 +269,17 @@ class MetricsLog:
             csv.DictWriter(handle, fieldnames=METRIC_FIELDS).writerow(row)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int) -> None:
-    """save_state into a temporary folder, then rename it, so that a kill never leaves a half checkpoint."""
+def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, training_state: dict) -> None:
+    """The training state into a temporary folder, then renamed, so that a kill never leaves a half checkpoint."""
     final = Path(output_dir) / "checkpoints" / f"step_{step}"
     partial = final.with_name(f".partial_step_{step}")
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    save_training_state(partial, accelerator, step=step, **training_state)
     if accelerator.is_main_process:
-        (partial / "trainer_state.json").write_text(json.dumps({"step": step}))
+        if final.exists():  # resumed from an older checkpoint: a directory cannot be renamed onto a full one
+            shutil.rmtree(final)
         os.replace(partial, final)
     accelerator.wait_for_everyone()
 
@@ -221,9 +295,7 @@ def resume_step(args) -> tuple[Path | None, int]:
         path = found[-1]
     else:
         path = Path(args.resume_from_checkpoint)
-    if not (path / "trainer_state.json").is_file():
-        sys.exit(f"{path} is not a complete checkpoint (no trainer_state.json).")
-    return path, json.loads((path / "trainer_state.json").read_text())["step"]
+    return path, checkpoint_step(path)
 
 
 def plot_losses(metrics_csv: Path, path: Path) -> None:
@@ -263,6 +335,9 @@ def train(args) -> dict:
     gallery = PatchGallery.load(args.gallery, expected_backbone=model.config.backbone_id)
     processor = build_processor(args, model, gallery)
     streams, collators = build_streams(args, processor, gallery, accelerator)
+    coverage = None
+    if "text" in streams and args.cmc_ratio > 0:
+        coverage = check_cmc_coverage(streams["text"].corpus, processor, args.seed)
     chooser = StreamChooser(parse_weights(args.stream_weights), args.seed)
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
@@ -271,14 +346,17 @@ def train(args) -> dict:
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate)  # fmt: skip
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    for stateful in [chooser, *streams.values(), *collators.values()]:
-        accelerator.register_for_checkpointing(stateful)
+    stateful = {"chooser": chooser, **{f"stream.{name}": stream for name, stream in streams.items()},
+                **{f"collator.{name}": collator for name, collator in collators.items()}}  # fmt: skip
+    training_state = dict(model=model, optimizer=optimizer, scheduler=scheduler, stateful=stateful)
+    if args.checkpointing_steps < args.max_steps or args.resume_from_checkpoint:
+        require_supported(accelerator)
     if accelerator.is_main_process and accelerator.log_with:
         accelerator.init_trackers("vlmixer-pretrain", config={k: v for k, v in vars(args).items() if v is not None})
 
     checkpoint, start_step = resume_step(args)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        load_training_state(checkpoint, accelerator, **training_state)
         accelerator.print(f"Resumed from {checkpoint} at step {start_step}.")
     metrics = MetricsLog(output_dir / "metrics.csv", start_step) if accelerator.is_main_process else None
 
@@ -291,6 +369,9 @@ def train(args) -> dict:
         stream = chooser.next_stream()
         for _ in range(args.gradient_accumulation_steps):
             batch = collators[stream](streams[stream].next_batch())
+            if stream == "text":
+                mixed = (batch["input_ids"] == processor.image_token_id).any(dim=1).float().mean().item()
+                running.setdefault("cmc_mixed_share", []).append(mixed)
             batch = {key: value.to(accelerator.device) if torch.is_tensor(value) else value for key, value in batch.items()}
             with accelerator.accumulate(model):
                 outputs = model(**model_inputs(stream, batch))
@@ -313,12 +394,12 @@ def train(args) -> dict:
             accelerator.log(means, step=step + 1)
             running = {}
         if (step + 1) % args.checkpointing_steps == 0 and step + 1 < args.max_steps:
-            save_checkpoint(accelerator, args.output_dir, step + 1)
+            save_checkpoint(accelerator, args.output_dir, step + 1, training_state)
     accelerator.end_training()
     seconds = time.perf_counter() - started
 
     figures = {"steps": args.max_steps, "resumed_from_step": start_step, "seconds": round(seconds, 1),
-               "processes": accelerator.num_processes}  # fmt: skip
+               "processes": accelerator.num_processes, "cmc_coverage": coverage}  # fmt: skip
     if accelerator.is_main_process:
         figures.update(loss_figures(output_dir / "metrics.csv"))
         plot_losses(output_dir / "metrics.csv", output_dir / "loss_curves.png")
@@ -328,11 +409,11 @@ def train(args) -> dict:
 
 
 def loss_figures(metrics_csv: Path) -> dict:
-    """The first and last logged value of each loss in a run's metrics.csv."""
+    """The first and last logged value of each loss (and of the CMC mixed share) in a run's metrics.csv."""
     with Path(metrics_csv).open() as handle:
         rows = list(csv.DictReader(handle))
     figures = {}
-    for name in LOSS_NAMES:
+    for name in METRIC_FIELDS[2:]:
         logged = [float(r[name]) for r in rows if r.get(name)]
         if logged:
             figures[f"first_{name}"], figures[f"last_{name}"] = round(logged[0], 4), round(logged[-1], 4)
