@@ -221,10 +221,11 @@ class RegionEncoder:
         self.pending.clear()
 
 
-def encode_images(images, tagger, name_concept, min_score: float, encoder: RegionEncoder, thumbnail_size, skipped) -> int:
+def encode_images(images, tagger, name_concept, min_score: float, encoder: RegionEncoder, thumbnail_size, skipped,
+                  total: int | None = None, desc: str = "tagging and encoding images") -> int:  # fmt: skip
     """Tags, crops and encodes the regions of `images`; returns how many images were usable."""
     read = 0
-    for tagged in tqdm(images, desc="tagging and encoding images", unit="img"):
+    for tagged in tqdm(images, desc=desc, unit="img", total=total):
         image = safe_image(tagged, skipped)
         if image is None:
             continue
@@ -278,7 +279,8 @@ def build(args) -> dict:
                     np.stack(thumbnails) if args.thumbnail_size else None)  # fmt: skip
 
     images_read = encode_images(tagged_images(args, source, gallery_rows, concepts), tagger, name_concept, min_score,
-                                RegionEncoder(extractor, add_to_gallery), args.thumbnail_size, skipped)  # fmt: skip
+                                RegionEncoder(extractor, add_to_gallery), args.thumbnail_size, skipped,
+                                None if gallery_rows is None else len(gallery_rows))  # fmt: skip
     if images_read == 0:
         sys.exit(f"No usable image in the source (skipped: {dict(skipped)}); nothing was written.")
     output_dir = Path(args.output_dir)
@@ -325,7 +327,7 @@ def encode_heldout(source, rows, concepts, vocabulary, extractor, args, skipped)
         image_ids.extend(record[1] for record in records)
 
     encode_images(tagged_images(args, source, rows, concepts), None, lambda names: names[0], 0.0,
-                  RegionEncoder(extractor, keep), None, skipped)  # fmt: skip
+                  RegionEncoder(extractor, keep), None, skipped, len(rows), "encoding held-out images")  # fmt: skip
     if not features:
         return None
     return np.concatenate(features), np.array(labels, dtype=np.int64), np.array(image_ids, dtype=np.int64)
