@@ -141,7 +141,8 @@ def load_labelled_images(name: str, config: str | None = None, split: str | None
     """
     dataset = select_split(open_dataset(name, config), split, name, prefer)
     image_column = image_column or feature_column(dataset, "Image", ("image", "img", "picture", "file", "path"), name)
-    label_column = label_column or feature_column(dataset, "ClassLabel", ("label", "labels", "class", "category"), name)
+    label_column = label_column or feature_column(dataset, "ClassLabel", ("label", "labels", "class", "category"), name,
+                                                  others=[column for column in dataset.column_names if column != image_column])
     for column in (image_column, label_column):
         if column not in dataset.column_names:
             raise DataError(f"{name} has no column {column!r}; its columns are {dataset.column_names}.")
@@ -185,12 +186,13 @@ def select_split(dataset, split: str | None, name: str, prefer: str | None = Non
     return dataset[split]
 
 
-def feature_column(dataset, kind: str, usual_names: tuple[str, ...], name: str) -> str:
-    """The one column whose feature is `kind` ("Image", "ClassLabel"), else the first of `usual_names` present."""
+def feature_column(dataset, kind: str, usual_names: tuple[str, ...], name: str, others: list[str] = ()) -> str:
+    """The one column whose feature is `kind` ("Image", "ClassLabel"), else the first of `usual_names` present, else
+    the only column of `others` (a label column beside the image column, whatever its name)."""
     typed = [column for column, feature in dataset.features.items() if type(feature).__name__ == kind]
     if len(typed) == 1:
         return typed[0]
-    usual = [column for column in usual_names if column in dataset.column_names]
+    usual = [column for column in usual_names if column in dataset.column_names] or (list(others) if len(others) == 1 else [])
     if len(typed) > 1 or not usual:
         what = "image" if kind == "Image" else "label"
         raise DataError(

@@ -270,3 +270,31 @@ def test_evaluation_refuses_classes_the_checkpoint_was_not_trained_with(run, tmp
     with pytest.raises(SystemExit, match="--image_size 224 differs"):
         evaluate_zero_shot.main(["--model", str(run / "final"), "--dataset_name", str(other), "--image_size", "224",
                                  "--cache_dir", str(tmp_path / "cache")])  # fmt: skip
+
+
+def test_a_save_to_disk_dataset_with_an_image_feature_and_string_labels(tmp_path):
+    """Not an imagefolder: a `datasets` folder whose labels are plain strings and whose image column is not named
+    'image'; the columns are found from the features, the classes from the distinct labels."""
+    from datasets import Dataset, Image
+
+    rng = np.random.default_rng(2)
+    pictures = [draw(shape, rng) for shape in ("circle", "square") for _ in range(4)]
+    paths = []
+    for index, picture in enumerate(pictures):
+        paths.append(str(tmp_path / f"{index}.png"))
+        picture.save(paths[-1])
+    dataset = Dataset.from_dict({"picture": paths, "kind": ["circle"] * 4 + ["square"] * 4}).cast_column("picture", Image())
+    dataset.save_to_disk(str(tmp_path / "saved"))
+    summary = build_gallery.main(["--dataset_name", str(tmp_path / "saved"), "--image_size", "32", "--output_dir",
+                                  str(tmp_path / "g")])  # fmt: skip
+    assert summary["counts"] == {"circle": 3, "square": 3} and summary["heldout_images"] == 2
+
+
+def test_the_processor_is_built_without_an_image_processor_for_text(minilm_path):
+    from transformers import AutoTokenizer
+
+    from processing import VLMixerProcessor
+
+    processor = VLMixerProcessor(AutoTokenizer.from_pretrained(minilm_path))
+    assert processor(text=["a red circle"], cmc_ratio=0.0)["input_ids"].shape == (1, 5)
+    assert processor.image_processor.crop_size == {"height": 224, "width": 224}
