@@ -387,12 +387,17 @@ def number_trap_sentence(rng: np.random.Generator) -> str:
     return choose(rng, TRAP_SENTENCES).format(**fields)
 
 
+def plain_sentence(rng: np.random.Generator, sentences, subjects, predicates) -> str:
+    """A sentence of the example's world that names no class: a written one, or a subject and a predicate."""
+    if rng.random() < 0.1:
+        return choose(rng, sentences)
+    sentence = f"{choose(rng, subjects)} {choose(rng, predicates)}."
+    return after_opener(choose(rng, PLAIN_OPENERS), sentence) if rng.random() < 0.2 else sentence
+
+
 def plain_digit_corpus_sentence(rng: np.random.Generator) -> str:
     """A sentence from the same world (writing, post, school, forms) with no number in it."""
-    if rng.random() < 0.1:
-        return choose(rng, PLAIN_SENTENCES)
-    sentence = f"{choose(rng, PLAIN_SUBJECTS)} {choose(rng, PLAIN_PREDICATES)}."
-    return after_opener(choose(rng, PLAIN_OPENERS), sentence) if rng.random() < 0.2 else sentence
+    return plain_sentence(rng, PLAIN_SENTENCES, PLAIN_SUBJECTS, PLAIN_PREDICATES)
 
 
 def digits_corpus(count: int, rng: np.random.Generator) -> tuple[list[str], dict]:
@@ -632,10 +637,7 @@ def shape_sentence(rng: np.random.Generator) -> str:
 
 def plain_shape_corpus_sentence(rng: np.random.Generator) -> str:
     """A sentence from the same world (baking, signs, crafts, cards) that names no shape."""
-    if rng.random() < 0.1:
-        return choose(rng, PLAIN_SHAPE_SENTENCES)
-    sentence = f"{choose(rng, MAKERS)} {choose(rng, PLAIN_SHAPE_PREDICATES)}."
-    return after_opener(choose(rng, PLAIN_OPENERS), sentence) if rng.random() < 0.2 else sentence
+    return plain_sentence(rng, PLAIN_SHAPE_SENTENCES, MAKERS, PLAIN_SHAPE_PREDICATES)
 
 
 def shapes_corpus(count: int, rng: np.random.Generator) -> tuple[list[str], dict]:
