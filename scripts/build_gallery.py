@@ -108,8 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         if not Path(args.image_folder).is_dir():
             parser.error(f"--image_folder {args.image_folder} is not a folder.")
         if not any(path.is_dir() for path in Path(args.image_folder).iterdir()):
-            parser.error(f"{args.image_folder} has no class subfolders, so no labels: pass --tagger imagenet "
-                         "(offline) or --tagger detector")  # fmt: skip
+            sys.exit(f"build_gallery: {args.image_folder} has no class subfolders, so no labels: pass --tagger "
+                     "imagenet (offline) or --tagger detector")  # fmt: skip
         args.dataset_name, args.image_folder = args.image_folder, None  # class folders are an imagefolder dataset
     if args.dataset_name and args.tagger != "labels":
         parser.error("--dataset_name has its own labels; the taggers are for --image_folder without class folders.")
@@ -129,8 +129,11 @@ def load_vocabulary(name: str | None) -> ConceptVocabulary | None:
 def labelled_source(args) -> LabelledImages | None:
     """The labelled image set, for the sources that have one (a dataset or Fashion-MNIST)."""
     if args.dataset_name:
-        return load_labelled_images(args.dataset_name, args.dataset_config_name, args.split, args.image_column,
-                                    args.label_column, prefer="train")  # fmt: skip
+        source = load_labelled_images(args.dataset_name, args.dataset_config_name, args.split, args.image_column,
+                                      args.label_column, prefer="train")  # fmt: skip
+        print(f"{args.dataset_name}: {len(source.labels):,} images of {len(source.class_names)} classes "
+              f"(columns {source.image_column!r}, {source.label_column!r}; split {args.split or 'chosen: train'})")
+        return source
     if args.fashion_mnist:
         images, labels = load_fashion_mnist(args.split or "train", args.fashion_mnist)
         return LabelledImages(images, "", "", ConceptVocabulary.fashion_mnist().labels, labels.astype(np.int64))

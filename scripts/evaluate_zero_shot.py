@@ -407,6 +407,9 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, class_names: lis
 
 
 def load_model(folder: str, trust_remote_code: bool):
+    if Path(folder).is_dir() and not (Path(folder) / "config.json").is_file():
+        hint = " Did you mean its final/ folder?" if (Path(folder) / "final" / "config.json").is_file() else ""
+        raise EvaluationError(f"{folder} holds no model (no config.json).{hint}")
     if trust_remote_code:
         for name in BLOCKED_MODULES:
             sys.modules[name] = None  # as for a user who never installed VLMixer

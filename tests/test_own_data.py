@@ -298,3 +298,9 @@ def test_the_processor_is_built_without_an_image_processor_for_text(minilm_path)
     processor = VLMixerProcessor(AutoTokenizer.from_pretrained(minilm_path))
     assert processor(text=["a red circle"], cmc_ratio=0.0)["input_ids"].shape == (1, 5)
     assert processor.image_processor.crop_size == {"height": 224, "width": 224}
+
+
+def test_evaluation_given_the_run_folder_points_to_its_final_model(run, image_folder, tmp_path):
+    with pytest.raises(SystemExit, match="holds no model .* Did you mean its final/ folder"):
+        evaluate_zero_shot.main(["--model", str(run), "--dataset_name", str(image_folder), "--split", "test",
+                                 "--cache_dir", str(tmp_path)])  # fmt: skip
