@@ -304,3 +304,16 @@ def test_evaluation_given_the_run_folder_points_to_its_final_model(run, image_fo
     with pytest.raises(SystemExit, match="holds no model .* Did you mean its final/ folder"):
         evaluate_zero_shot.main(["--model", str(run), "--dataset_name", str(image_folder), "--split", "test",
                                  "--cache_dir", str(tmp_path)])  # fmt: skip
+
+
+def test_the_shapes_example_is_an_imagefolder_with_a_corpus_the_gallery_vocabulary_reads(tmp_path):
+    import make_example_data
+
+    summary = make_example_data.main(["--example", "shapes", "--output_dir", str(tmp_path / "ex"), "--sentences", "300"])
+    source = load_labelled_images(str(tmp_path / "ex" / "images"), split="test")
+    assert len(source.class_names) == 10 and len(source.labels) == summary["test_images"]
+    vocabulary = ConceptVocabulary.from_class_names(source.class_names)
+    lines = (tmp_path / "ex" / "corpus.txt").read_text().splitlines()
+    assert len(lines) == 300 and 0.6 < sum(bool(vocabulary.find(line)) for line in lines) / 300 < 0.95
+    with pytest.raises(SystemExit):
+        make_example_data.main(["--example", "shapes", "--output_dir", str(tmp_path / "ex")])  # not empty
