@@ -467,16 +467,16 @@ def test_a_save_interrupted_before_the_weights_rename_keeps_the_old_gallery(save
     assert sorted(os.listdir(saved)) == [GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME]  # no temporary file left
 
 
-def test_a_save_interrupted_between_the_renames_leaves_nothing_loadable(saved, monkeypatch):
+def test_a_save_interrupted_between_the_renames_opens_the_new_gallery(saved, monkeypatch):
+    """The rename of gallery.json commits a save: after it, the new gallery opens, its weights found by save_id."""
     fail_on_call(monkeypatch, "replace", 2)
     with pytest.raises(KeyboardInterrupt):
         replacement_gallery().save(saved)
     monkeypatch.undo()
-    with pytest.raises(GalleryError, match="different saves"):
-        PatchGallery.load(saved)
-    assert sorted(os.listdir(saved)) == [GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME]
-    replacement_gallery().save(saved)  # saving again repairs it
+    assert PatchGallery.load(saved, verify=True).counts == {"fish": 2}
+    replacement_gallery().save(saved)  # the next save completes the interrupted one and leaves no temporary file
     assert PatchGallery.load(saved).counts == {"fish": 2}
+    assert sorted(os.listdir(saved)) == [GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME]
 
 
 def test_a_first_save_interrupted_leaves_no_gallery(tmp_path, monkeypatch):
