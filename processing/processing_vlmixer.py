@@ -112,17 +112,44 @@ def crop_region(image, box) -> "PIL.Image.Image":
 
 
 def to_rgb_image(image) -> "PIL.Image.Image":
-    """A PIL RGB image from a PIL image or an (H, W) / (H, W, 3|4) uint8 array; refuses anything else clearly."""
+    """
+    A PIL RGB image from a PIL image or an (H, W) / (H, W, 3|4) array; refuses anything else clearly. Values are
+    scaled by their true depth: uint8 (and 8-bit modes) as they are, 16-bit (uint16 arrays, modes I;16*, mode I of a
+    PNG or with values above 255) by 65535, floats (arrays, mode F) from [0, 1]; other integers must lie in
+    [0, 255]. Values outside the range of their depth, and NaN, are refused rather than clipped.
+    """
     from PIL import Image
 
+    def to_uint8(values: np.ndarray, what: str) -> np.ndarray:
+        if values.dtype == np.bool_:
+            return values.astype(np.uint8) * 255
+        if values.dtype.kind == "f":
+            if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+                raise ValueError(f"A float image ({what}) must hold finite values in [0, 1], got "
+                                 f"[{values.min()}, {values.max()}]; scale it to [0, 1] or pass uint8.")  # fmt: skip
+            return np.rint(values.astype(np.float64) * 255).astype(np.uint8)
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"An image ({what}) must hold integers or floats, got {values.dtype}.")
+        # mode I is 16-bit PNG's in older Pillow; from another source it may hold 8-bit values
+        sixteen = values.dtype == np.uint16 or what.startswith("mode I;16") or what == "mode I (PNG)"
+        depth = 65535 if sixteen or (what.startswith("mode I") and values.max() > 255) else 255
+        if values.min() < 0 or values.max() > depth:
+            raise ValueError(f"{'A 16' if depth == 65535 else 'An 8'}-bit image ({what}) must hold values in [0, {depth}], "
+                             f"got [{values.min()}, {values.max()}].")  # fmt: skip
+        return np.rint(values * (255 / depth)).astype(np.uint8) if depth != 255 else values.astype(np.uint8)
+
     if isinstance(image, np.ndarray):
-        if image.ndim not in (2, 3) or image.size == 0:
-            raise ValueError(f"An image array must be (H, W) or (H, W, C) and non-empty, got shape {image.shape}.")
-        image = Image.fromarray(image)
+        if image.ndim not in (2, 3) or image.size == 0 or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+            raise ValueError(f"An image array must be (H, W) or (H, W, 1-4) and non-empty, got shape {image.shape}.")
+        image = Image.fromarray(to_uint8(image if image.ndim == 2 or image.shape[2] != 1 else image[..., 0],
+                                         f"{image.dtype} array"))  # fmt: skip
     if not isinstance(image, Image.Image):
         raise TypeError(f"Images must be PIL images or numpy arrays, got {type(image).__name__}.")
     if image.width == 0 or image.height == 0:
         raise ValueError(f"Image has a zero-size dimension: {image.size}.")
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float pixels: convert() would clip
+        png = " (PNG)" if image.mode == "I" and image.format == "PNG" else ""
+        image = Image.fromarray(to_uint8(np.asarray(image), f"mode {image.mode}{png}"))
     return image.convert("RGB")
 
 
