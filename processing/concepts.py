@@ -66,7 +66,7 @@ FUNCTION_WORDS = frozenset(
     "under about above below between among through during before after since until till against without within "
     "along across behind beyond near off out up down around than as and or but nor so yet if because while though "
     "although whether once is am are was were be been being have has had do does did can could will would shall "
-    "should may might must not".split()
+    "should may might must not who whom where when why how".split()
 ) | frozenset(NUMBER_WORDS)
 # Words before a mention that make it a noun phrase of its own. "a"/"an" and possessives ("his ones", "the
 # teacher's 7") never precede the pronoun "one".
@@ -87,6 +87,59 @@ _PRONOUN_FORMS = frozenset({"one", "ones"})  # "the one on the left", "the ones 
 # Number idioms, excluded wherever numbers are concepts (from_class_names).
 NUMBER_IDIOMS = ("at sixes and sevens", "on all fours", "to the nines", "in twos and threes", "by twos and threes",
                  "in ones and twos", "nine yards", "number one", "rugby sevens", "one another")  # fmt: skip
+# Common English idioms and fixed phrases that use a concept's word in another sense; excluded from any vocabulary
+# whose forms they hold (so "bear in mind" holds no bear, "the town square" no square), while the sense check is on.
+SENSE_IDIOMS = (
+    "bear in mind", "bear with me", "bear with us", "bear the cost", "bear the brunt", "bear fruit", "bear market",
+    "bull market", "cross to bear", "by heart", "at heart", "heart of gold", "change of heart", "heart of the",
+    "heart and soul", "heart to heart", "take heart", "lose heart", "fair and square", "square meal", "square one",
+    "town square", "city square", "market square", "village square", "square root", "square feet", "square foot",
+    "square metres", "square meters", "square miles", "square kilometres", "circle of friends", "full circle",
+    "inner circle", "vicious circle", "circle back", "love triangle", "movie star", "film star", "pop star",
+    "rock star", "tv star", "star player", "rising star", "star sign", "lucky star", "star of the show",
+    "diamond jubilee", "diamond anniversary", "diamond wedding", "red cross", "cross the road", "cross the street",
+    "cross the line", "cross my mind", "cross your mind", "cross his mind", "cross her mind", "cross your fingers",
+    "fingers crossed", "world cup", "super bowl", "bowl game", "dust bowl", "train of thought", "gravy train",
+    "tie the knot", "tie-break", "tie break", "ended in a tie", "end in a tie", "sink or swim", "kitchen sink",
+    "in the bag", "out of the bag", "mixed bag", "bag of tricks", "coat of paint", "boot camp", "to boot",
+    "dress rehearsal", "dress code", "top dog", "dog days", "cat and mouse", "fat cat", "horse around", "dark horse",
+    "high horse", "hold your horses", "elephant in the room", "white elephant", "black sheep", "cash cow",
+    "sacred cow", "holy cow", "book a flight", "book a table", "book a room", "by the book", "cook the books",
+    "open book", "turn the tables", "bus the tables", "miss the bus", "under the bus", "remote chance",
+    "remote possibility", "clock in", "clock out", "around the clock", "against the clock", "apple of my eye",
+    "apple of his eye", "apple of her eye", "apple of their eye", "big apple", "banana republic", "go bananas",
+    "went bananas", "going bananas", "couch potato", "not my cup of tea", "piece of cake", "have your cake",
+    "fly a kite", "knife edge", "under the knife", "spoon-fed", "silver spoon", "bench press", "raining cats and dogs",
+    "early bird", "bird's eye", "birds of a feather", "kill two birds", "missed the boat", "miss the boat",
+    "rock the boat", "in the same boat", "have a ball", "had a ball", "having a ball", "ball of wool", "ball of yarn",
+    "ball of string", "on the ball", "ball is in your court", "masked ball", "carrot and stick", "river bed",
+    "flower bed", "seabed", "sea bed", "bed of roses", "fork in the road", "umbrella term", "umbrella organisation",
+    "umbrella organization", "zebra crossing", "make a racket", "making a racket", "office kitty", "calf muscle",
+    "jet black", "jet lag", "power plant", "close call", "bus stop", "hot potato", "dog-tired", "sick as a dog",
+    "let sleeping dogs lie", "curiosity killed the cat", "the cat's pyjamas", "bull in a china shop",
+    "take the bull by the horns", "cock and bull", "horse's mouth", "put the cart before the horse", "pig out",
+    "when pigs fly", "wild goose chase", "cold turkey", "red herring", "teddy boy", "keep your shirt on",
+    "lose your shirt", "stuffed shirt", "too big for his boots", "too big for her boots", "get the boot",
+    "hang up his boots", "pants on fire", "wear the trousers", "in my shoes", "in his shoes", "in her shoes",
+    "dressed to kill", "coat-tails", "turncoat", "sugar-coat", "sugar coat", "bag lady", "old bag", "hold the bag",
+    "pull your socks up", "cap in hand", "feather in his cap", "star-crossed", "square peg", "squared away",
+    "come full circle", "go round in circles", "going round in circles", "running in circles", "cross-examine",
+    "at cross purposes", "heart-to-heart", "heartbroken", "diamond in the rough", "arrow of time",
+)  # fmt: skip
+_SUBJECTS = frozenset("i we they you he she who".split())
+_MODALS = frozenset(
+    "will would can could should shall must may might do does did don't doesn't didn't won't can't cannot "
+    "couldn't shouldn't wouldn't let's please".split()
+)
+# Words that open an object or follow a verb as its particle: "tie the game", "bear in mind", "train them".
+_OBJECT_STARTERS = frozenset(
+    "the a an his her their our my your its this that these those it them him us me some all up down out off in over "
+    "back away".split()
+)
+_SENTENCE_END = ".!?"
+_OPENING = " \t\n\"'([\u2018\u201c"
+_LINKING_VERBS = frozenset("is are was were be been being turned turns turn looks looked look seems seemed became "
+                           "becomes become grew grow grows went goes go stays stayed remain remained".split())  # fmt: skip
 _CONNECTOR = re.compile(r"[\s,]*(?:and|or|nor|&)?[\s,]*")  # "the digits 3 and 8": the second shares the first's cue
 _CONTEXT_WORDS = 3  # a determiner, then at most two describing words, before a mention
 _CLAUSE_END = ".,;:!?)]"
@@ -211,6 +264,47 @@ def names_the_thing(lowered: str, start: int, end: int, pronoun: bool, joined: b
     return True
 
 
+def other_sense(text: str, lowered: str, start: int, end: int, base_form: bool, forms=()) -> str | None:
+    """
+    Why the form at text[start:end] does not name the thing itself, or None when it does: part of a name (capitals
+    mid-sentence: "the World Cup", "Bowl"), a verb (after a subject pronoun, a modal or "to" with an object: "we
+    train", "will tie", "to tie the game"; a bare form opening a sentence with an object: "Dress the wound"), or a
+    modifier of a noun after it ("a bear market", "an orange scarf", "a remote village") unless that noun is one of
+    the `forms` too ("a laptop keyboard" shows both).
+    """
+    before = text[max(0, start - 40) : start].rstrip(_OPENING).split()[-2:]
+    sentence_start = not before or before[-1][-1] in _SENTENCE_END + _QUOTES
+    after = text[end : end + 40].split(None, 1)
+    following = after[0].strip(_CLAUSE_END + _QUOTES) if after and after[0][0] not in _CLAUSE_END else ""
+    if is_titlecase(following):
+        return "name"
+    lowered_following = following.lower()
+    if before and not sentence_start and before[-1][-1] not in _CLAUSE_END + "-\u2010\u2011":
+        previous = before[-1].strip(_QUOTES)
+        first_of_sentence = len(before) == 1 or before[0][-1] in _SENTENCE_END
+        if is_titlecase(previous) and not first_of_sentence:
+            return "name"
+        previous = previous.lower()
+        if previous in _SUBJECTS or previous in _MODALS:
+            return "verb"
+        if previous == "to" and lowered_following in _OBJECT_STARTERS:
+            return "verb"
+        if previous in _LINKING_VERBS and "ADJ" in (word_classes(lowered[start:end]) or ()):
+            return "adjective"  # "the sky turned orange"
+    elif sentence_start and base_form and lowered_following in _OBJECT_STARTERS:
+        return "verb"
+    if following and lowered_following not in forms and (
+        is_noun_only(lowered_following) or (base_form and is_base_noun(lowered_following))
+    ):
+        return "modifier"  # "a bear market", "the bus stop": a singular subject would take "stops" or "stopped"
+    return None
+
+
+def is_titlecase(word: str) -> bool:
+    """A word capitalised like a name ("World", "Street"); "I", acronyms ("TV") and "T-shirt" are not."""
+    return len(word) > 1 and word.isalpha() and word[0].isupper() and word[1:].islower()
+
+
 def cue_before(lowered: str, start: int, pronoun: bool) -> str | None:
     """The determiner, possessive or symbol word that opens the noun phrase ending at `start`, with only describing
     words between (a pronoun form needs an article or a possessive); None when there is none in its clause."""
@@ -237,7 +331,12 @@ def word_classes(word: str) -> frozenset[str] | None:
         noun_lemma = lemmas.get("NOUN", (word,))[0]
         # A plural: lemminflect's noun lemma differs ("options"), or an -s word it does not know ("sevens", "7s").
         plural = word.endswith("s") and not word.endswith("ss") and (noun_lemma != word or not lemmas)
-        _WORD_CLASSES[word] = frozenset(lemmas) | ({"PLURAL"} if plural else set())
+        base_noun = "NOUN" in lemmas and noun_lemma == word and all(lemma == word for lemma in lemmas.get("VERB", ()))
+        if base_noun and "VERB" in lemmas:  # "hit", "cut", "put": the past tense is spelled as the base form
+            from lemminflect import getInflection
+
+            base_noun = word not in getInflection(word, tag="VBD")
+        _WORD_CLASSES[word] = frozenset(lemmas) | ({"PLURAL"} if plural else set()) | ({"BASE_NOUN"} if base_noun else set())
     return _WORD_CLASSES[word]
 
 
@@ -248,6 +347,13 @@ def is_noun_only(word: str) -> bool:
     """A word that can only be a noun, as the counted thing after a quantifier is ("one day", "seven dwarfs")."""
     classes = word_classes(word)
     return classes is not None and word not in FUNCTION_WORDS and classes - {"PLURAL", "PROPN"} == {"NOUN"}
+
+
+def is_base_noun(word: str) -> bool:
+    """A noun in its base form that is no inflected verb ("stop", "food"; not "saw", past of "see"): after a
+    singular noun it can only be the head of a compound, since a present verb there would end in -s."""
+    classes = word_classes(word)
+    return classes is not None and word not in FUNCTION_WORDS and "BASE_NOUN" in classes and "ADV" not in classes
 
 
 def is_plural_noun(word: str) -> bool:
@@ -290,11 +396,13 @@ def trie_pattern(forms: list[str]) -> str:
 class ConceptVocabulary:
     """Canonical concept labels with their surface forms, and `find(text)` for the grounded words of a text."""
 
-    def __init__(self, concepts: dict[str, list[str]], exclude: list[str] | tuple[str, ...] = ()):
+    def __init__(self, concepts: dict[str, list[str]], exclude: list[str] | tuple[str, ...] = (), sense_check: bool = True):
         """
         `concepts` maps each canonical label to its surface forms; the label is always a form of its own. `exclude`
-        lists phrases in which no form is matched ("at sixes and sevens", "no one").
+        lists phrases in which no form is matched ("at sixes and sevens", "no one"); `sense_check` keeps only
+        matches used as the thing itself (not a verb, a modifier, a name or an idiom; module docstring).
         """
+        self.sense_check = bool(sense_check)
         if not isinstance(concepts, dict) or not concepts:
             raise ValueError("A concept vocabulary needs at least one concept: a dict of label -> surface forms.")
         self._forms: dict[str, list[str]] = {}
@@ -308,6 +416,8 @@ class ConceptVocabulary:
         if isinstance(exclude, str) or not all(isinstance(phrase, str) and phrase.strip() for phrase in exclude):
             raise ValueError(f"`exclude` must be a list of non-empty phrases, got {exclude!r}.")
         self.exclude = list(dict.fromkeys(form_words(clean_form(phrase)) for phrase in exclude))
+        # Idioms that use a form in another sense ("bear in mind", "town square"), excluded with the checks on.
+        self._idioms = [idiom for idiom in SENSE_IDIOMS if self.sense_check and self._names_a_form(idiom)]
         self.label_index = {label: index for index, label in enumerate(self._forms)}
         self._compile()
 
@@ -324,13 +434,18 @@ class ConceptVocabulary:
                 registered.append(clean_form(form))
         return registered
 
+    def _names_a_form(self, phrase: str) -> bool:
+        """Whether one of the forms is a word or words of `phrase`."""
+        padded = f" {phrase} "
+        return any(f" {form_words(form)} " in padded for forms in self._forms.values() for form in forms)
+
     def _compile(self) -> None:
         """Builds the one regex of all forms, and the dict from matched text to concept."""
         # Spellings of one key ("t-shirt", "tshirt") need one pattern: the one with the most words covers the rest.
         # Excluded phrases go into the same pattern: found first or longest, they hide the forms inside them.
         spelled: dict[str, str] = {}
-        self._excluded_keys = {normalise_form(phrase) for phrase in self.exclude}
-        for forms in [*self._forms.values(), self.exclude]:
+        self._excluded_keys = {normalise_form(phrase) for phrase in [*self.exclude, *self._idioms]}
+        for forms in [*self._forms.values(), self.exclude, self._idioms]:
             for form in forms:
                 words, key = form_words(form), normalise_form(form)
                 if words.count(" ") >= spelled.get(key, "").count(" "):
@@ -341,6 +456,7 @@ class ConceptVocabulary:
         }
         words = trie_pattern(sorted(spelled.values()))
         self._pattern = re.compile(f"{_LEFT_BOUNDARY}(?:{words}){_RIGHT_BOUNDARY}")
+        self._base_forms = {spelling for spelling in self._concept_of_text if not spelling.endswith("s")}
         # Spellings that are function words, number words or numerals: matched only where they name the thing.
         self._in_context = {
             spelling: spelling in _PRONOUN_FORMS
@@ -416,7 +532,10 @@ class ConceptVocabulary:
         exclude = data.get("exclude", [])
         if not isinstance(exclude, list):
             raise ValueError("The 'exclude' entry of a concept vocabulary must be a list of phrases.")
-        return cls({label: concepts[label] for label in labels}, exclude)
+        sense_check = data.get("sense_check", True)
+        if not isinstance(sense_check, bool):
+            raise ValueError("The 'sense_check' entry of a concept vocabulary must be true or false.")
+        return cls({label: concepts[label] for label in labels}, exclude, sense_check)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "ConceptVocabulary":
@@ -464,6 +583,8 @@ class ConceptVocabulary:
         }
         if self.exclude:
             data["exclude"] = list(self.exclude)
+        if not self.sense_check:
+            data["sense_check"] = False
         return data
 
     def to_json(self, path: str | os.PathLike) -> None:
@@ -506,17 +627,19 @@ class ConceptVocabulary:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ConceptVocabulary):
             return NotImplemented
-        return list(self._forms.items()) == list(other._forms.items()) and self.exclude == other.exclude
+        return (list(self._forms.items()), self.exclude, self.sense_check) == (
+            list(other._forms.items()), other.exclude, other.sense_check)
 
     __hash__ = None  # equal by content
 
     def __repr__(self) -> str:
         return f"ConceptVocabulary({len(self)} concepts, {len(self._concept_of)} surface forms)"
 
-    def find(self, text: str) -> list[ConceptMatch]:
+    def find(self, text: str, rejected: list | None = None) -> list[ConceptMatch]:
         """
-        The grounded words of `text`: in order, non-overlapping, each with its span in `text` and its concept;
-        function-word forms only where they name the thing, and no form inside an `exclude` phrase.
+        The grounded words of `text`: in order, non-overlapping, each with its span in `text` and its concept; a
+        spelling match is kept only where the sense check finds it naming the thing (module docstring), and never
+        inside an `exclude` phrase. `rejected`, when given, receives (start, end, reason) of each refused match.
         """
         concept_of_text, concept_of, in_context = self._concept_of_text, self._concept_of, self._in_context
         lowered = lowercase_in_place(text)
@@ -524,17 +647,24 @@ class ConceptVocabulary:
         for match in self._pattern.finditer(lowered):
             start, end = match.span()
             found = match.group()
-            if found in in_context:
-                joined = cued_until >= 0 and _CONNECTOR.fullmatch(lowered, cued_until, start) is not None
-                if not names_the_thing(lowered, start, end, in_context[found], joined):
-                    continue
-                cued_until = end
             concept = concept_of_text.get(found)
             if concept is None:
                 key = normalise_form(found)
                 if key in self._excluded_keys:
+                    if rejected is not None:
+                        rejected.append((start, end, "excluded phrase"))
                     continue
                 concept = concept_of[key]
+            if found in in_context:
+                joined = cued_until >= 0 and _CONNECTOR.fullmatch(lowered, cued_until, start) is not None
+                reason = None if names_the_thing(lowered, start, end, in_context[found], joined) else "not a noun phrase"
+                cued_until = end if reason is None else cued_until
+            else:
+                reason = other_sense(text, lowered, start, end, found in self._base_forms, concept_of_text) if self.sense_check else None
+            if reason is not None:
+                if rejected is not None:
+                    rejected.append((start, end, reason))
+                continue
             matches.append(ConceptMatch(start, end, concept, text[start:end]))
         return matches
 
