@@ -16,31 +16,65 @@ from .gallery import PatchGallery
 
 TEXT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 CHECKPOINT_MANIFEST = "checkpoint.json"  # written last into a pre-training checkpoint (scripts/checkpointing.py)
+SNIFF_BYTES = 1 << 20  # how much of a text corpus is checked to be UTF-8 text before loading it
+
+
+class CorpusError(ValueError):
+    """A text corpus that cannot be used: missing, empty, not text, without the column, in an unknown format."""
+
+
+def check_text_file(source: Path) -> None:
+    """Refuses an empty file, or one whose first MiB is not UTF-8 text (a binary file, say)."""
+    import codecs
+
+    with source.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head:
+        raise CorpusError(f"Text corpus {source} is empty.")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a character cut at the end is fine
+    except UnicodeDecodeError as error:
+        raise CorpusError(f"Text corpus {source} is not UTF-8 text (byte {error.start}: a binary file?).") from None
+    if b"\0" in head:
+        raise CorpusError(f"Text corpus {source} is not text: it holds NUL bytes (a binary file?).")
 
 
 def load_text_corpus(path: str, text_column: str = "text", streaming: bool = False):
     """
     Sentences from plain text (one per line), JSON lines, parquet, or a `datasets` folder (`save_to_disk`), as a
-    `datasets` Dataset (an IterableDataset when `streaming`) with a `text` column and no empty rows.
+    `datasets` Dataset (an IterableDataset when `streaming`) with a `text` column and no empty rows. A corpus that
+    is missing, empty, all blank, binary or unreadable raises `CorpusError` naming the file and the problem.
     """
     from datasets import load_dataset, load_from_disk
 
     source = Path(path)
-    if source.is_dir():
-        corpus = load_from_disk(str(source))
-        if streaming:
-            corpus = corpus.to_iterable_dataset()
-    elif source.suffix in TEXT_SUFFIXES:
-        corpus = load_dataset(TEXT_SUFFIXES[source.suffix], data_files=str(source), split="train", streaming=streaming)
-    elif not source.exists():
-        raise FileNotFoundError(f"Text corpus {path} does not exist.")
-    else:
-        raise ValueError(f"Unknown corpus format {source.suffix!r}: use .txt, .jsonl, .json, .parquet or a datasets folder.")
+    if not source.exists():
+        raise CorpusError(f"Text corpus {path} does not exist.")
+    if not source.is_dir() and source.suffix not in TEXT_SUFFIXES:
+        raise CorpusError(f"Unknown corpus format {source.suffix!r}: use .txt, .jsonl, .json, .parquet or a datasets folder.")
+    if source.suffix in (".txt", ".jsonl", ".json") and not source.is_dir():
+        check_text_file(source)
+    try:
+        if source.is_dir():
+            corpus = load_from_disk(str(source))
+            if streaming:
+                corpus = corpus.to_iterable_dataset()
+        else:
+            corpus = load_dataset(TEXT_SUFFIXES[source.suffix], data_files=str(source), split="train", streaming=streaming)
+    except Exception as error:  # datasets wraps parse errors in DatasetGenerationError; say what went wrong, once
+        cause = error.__cause__ or error.__context__ or error
+        first_line = (str(cause).splitlines() or [""])[0]
+        raise CorpusError(f"Cannot read text corpus {path}: {type(cause).__name__}: {first_line}") from error
+    if not hasattr(corpus, "column_names"):
+        raise CorpusError(f"{path} holds several splits ({list(corpus)}); save one split with save_to_disk.")
     if text_column not in (corpus.column_names or [text_column]):
-        raise KeyError(f"{path} has no {text_column!r} column; it has {corpus.column_names}.")
+        raise CorpusError(f"{path} has no {text_column!r} column; it has {corpus.column_names}.")
     if text_column != "text":
         corpus = corpus.rename_column(text_column, "text")
-    return corpus.filter(lambda row: bool(row["text"] and row["text"].strip()))
+    corpus = corpus.filter(lambda row: isinstance(row["text"], str) and bool(row["text"].strip()))
+    if not streaming and len(corpus) == 0:
+        raise CorpusError(f"Text corpus {path} holds no sentence: it is empty or every row is blank.")
+    return corpus
 
 
 class GalleryRows:
@@ -97,18 +131,24 @@ class BatchStream:
         self.batches_in_epoch = batches_done
 
     def next_batch(self) -> list[dict]:
-        """This process's rows of the next global batch (a short last batch of an epoch is dropped)."""
+        """This process's rows of the next global batch (a short last batch of an epoch is dropped). A corpus whose
+        whole epoch is shorter than one global batch (a tiny streamed one, say) raises ValueError."""
         if self._rows is None:
             self._start_epoch_at(self.batches_in_epoch)
-        global_rows = []
-        for row in self._rows:
-            global_rows.append(row)
-            if len(global_rows) == self.batch_size * self.world_size:
-                self.batches_in_epoch += 1
-                return global_rows[self.rank :: self.world_size]
-        self.epoch += 1
-        self._start_epoch_at(0)
-        return self.next_batch()
+        global_batch = self.batch_size * self.world_size
+        for _ in range(2):  # the rest of this epoch, then a fresh one
+            global_rows = []
+            for row in self._rows:
+                global_rows.append(row)
+                if len(global_rows) == global_batch:
+                    self.batches_in_epoch += 1
+                    return global_rows[self.rank :: self.world_size]
+            fresh_epoch_too_short = self.batches_in_epoch == 0
+            self.epoch += 1
+            self._start_epoch_at(0)
+            if fresh_epoch_too_short:
+                break
+        raise ValueError(f"The corpus has {len(global_rows)} rows, fewer than one global batch ({global_batch}).")
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
@@ -170,4 +210,4 @@ def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
     return sorted(filter(checkpoint_is_complete, found), key=lambda path: int(path.name.removeprefix("step_")))
 
 
-__all__ = ["BatchStream", "GalleryRows", "StreamChooser", "checkpoint_dirs", "load_text_corpus", "parse_weights"]
+__all__ = ["BatchStream", "CorpusError", "GalleryRows", "StreamChooser", "checkpoint_dirs", "load_text_corpus", "parse_weights"]

@@ -21,9 +21,12 @@ it too; `--resume_from_checkpoint latest` does not fall back to an older checkpo
 file is worth a look before training on.
 """
 
+import ctypes
 import hashlib
 import json
+import os
 import random
+import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -272,3 +275,50 @@ def load_training_state(folder, accelerator, model, optimizer, scheduler, statef
             obj.load_state_dict(state["stateful"][name])
         set_rng_state(state["rng"])  # last, so that nothing above draws from the restored generators
     return manifest["step"]
+
+
+# ---------------------------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Writes `path` whole or not at all: a temporary sibling, fsynced, then renamed over it."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("w", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swaps two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
+
+
+def replace_directory(new, target) -> None:
+    """
+    Puts the complete folder `new` at `target`, replacing any folder there: one atomic swap where the system has
+    one (the old folder then removed), so a reader or a kill sees the old folder or the new one, whole. Elsewhere the
+    old folder is moved aside first: a kill between the two renames leaves it whole at `.<name>.previous`.
+    """
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+    elif exchange_paths(new, target):
+        shutil.rmtree(new)  # it now holds the old folder
+    else:
+        aside = target.with_name(f".{target.name}.previous")
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(target, aside)
+        os.replace(new, target)
+        shutil.rmtree(aside)

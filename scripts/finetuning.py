@@ -16,6 +16,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from processing import VLMixerProcessor
 from processing.tasks import (
     RegionFeatureCache,
+    TaskDataError,
     cache_region_features,
     encode_labels,
     is_text,
@@ -106,13 +107,35 @@ def load_task_data(args, task: str, processor: VLMixerProcessor) -> TaskData:
     for split in ("validation", "test"):
         if args.max_eval_samples is not None and args.max_eval_samples < len(splits[split]):
             splits[split] = splits[split].select(range(args.max_eval_samples))
+    for split, dataset in splits.items():
+        if len(dataset) == 0:
+            purpose = "train on" if split == "train" else "evaluate on"
+            raise TaskDataError(f"The {split} split of {args.data_dir} ({task}) has no rows: nothing to {purpose}.")
     if "label" in splits["train"].column_names and is_text(splits["train"].features["label"]):
         # label names given nowhere (own data without tasks.json): the train split's names, sorted
         names = sorted(set(splits["train"]["label"]))
         splits = {split: encode_labels(dataset, names) for split, dataset in splits.items()}
     label_feature = splits["train"].features.get("label")
     label_names = list(label_feature.names) if hasattr(label_feature, "names") else None
+    if label_names is None and "label" in splits["train"].column_names:
+        label_names = integer_label_names(splits)
     return TaskData(**splits, cache=region_cache(args, processor, list(splits.values())), label_names=label_names)
+
+
+def integer_label_names(splits: dict) -> list[str]:
+    """Names "0" ... "K-1" for integer class ids (label columns without names): K is one more than the largest id of
+    any split; a label column that is neither text nor non-negative integers is refused."""
+    largest = -1
+    for split, dataset in splits.items():
+        dtype = str(getattr(dataset.features["label"], "dtype", ""))
+        if not dtype.startswith(("int", "uint")):
+            raise TaskDataError(f"The {split} split's label column holds {dtype or dataset.features['label']}: give "
+                                "class names (text) or integer ids.")  # fmt: skip
+        labels = dataset["label"]
+        if any(label is None or label < 0 for label in labels):
+            raise TaskDataError(f"The {split} split has a missing or negative integer label.")
+        largest = max(largest, max(labels, default=-1))
+    return [str(index) for index in range(largest + 1)]
 
 
 def region_cache(args, processor: VLMixerProcessor, datasets: list) -> RegionFeatureCache:

