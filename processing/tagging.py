@@ -38,6 +38,9 @@ class ImageNetTagger:
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"`min_score` is a probability in [0, 1], got {min_score}.")
         self.model = efficientnet_lite0_pretrained()
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise ValueError(f"The EfficientNet-Lite0 weights are damaged: {name} holds NaN or infinite values.")
         self.preprocess = preprocess_images
         self.classes = imagenet_classes()
         self.min_score, self.grid_size, self.image_size = min_score, grid_size, image_size

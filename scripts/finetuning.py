@@ -26,6 +26,7 @@ from processing.tasks import (
 )
 
 from figures import report
+from inputs import check_finite_weights
 
 
 DEFAULT_MODEL = "vlmixer-small"
@@ -178,7 +179,9 @@ def load_model(model_class, args, **config_overrides):
     that the fresh heads start the same in every run."""
     set_seed(args.seed)
     if not args.from_scratch:
-        return model_class.from_pretrained(args.model, **config_overrides)
+        model = model_class.from_pretrained(args.model, **config_overrides)
+        check_finite_weights(model, args.model)  # 0xFF bytes load as NaN without a word
+        return model
     from transformers import AutoConfig
 
     import modeling_vlmixer  # noqa: F401  registers the config with AutoConfig
