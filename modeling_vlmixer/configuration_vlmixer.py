@@ -79,6 +79,10 @@ class VLMixerConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int | None = 0
+    # As BERT: declared (generation reads them), unset. Captioning starts with `cls_token_id` and ends with
+    # `sep_token_id` unless these are set.
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
     tie_word_embeddings: bool = True
     classifier_dropout: float | int | None = None
 
@@ -115,6 +119,12 @@ class VLMixerConfig(PreTrainedConfig):
         if name not in PRESETS:
             raise ValueError(f"Unknown VLMixer preset {name!r}; choose one of {sorted(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def text_config(self) -> "VLMixerConfig":
+        """The text side of the model. VLMixer is one single-stream encoder, so this is the config itself (a view, as
+        `get_text_config()` returns it); code written for two-tower models (`config.text_config.vocab_size`) works."""
+        return self
 
     @property
     def backbone_id(self) -> str:
@@ -155,6 +165,11 @@ class VLMixerConfig(PreTrainedConfig):
             raise ValueError(
                 f"`visual_box_dim` must be 4 (x1, y1, x2, y2) or 6 (plus w, h), got {self.visual_box_dim}."
             )
+        for name in ("image_token_id", "cls_token_id", "sep_token_id", "pad_token_id", "bos_token_id", "eos_token_id"):
+            values = getattr(self, name)
+            for value in values if isinstance(values, list) else [values]:
+                if value is not None and not 0 <= value < self.vocab_size:
+                    raise ValueError(f"`{name}` ({value}) must lie in the vocabulary [0, {self.vocab_size}).")
         for name in ("image_token_id", "cls_token_id", "sep_token_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise ValueError(

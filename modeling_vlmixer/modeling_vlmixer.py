@@ -8,6 +8,7 @@ The transformer layers are BERT's own (`transformers.models.bert`), so a VLMixer
 computes exactly what that BERT computes on text without visual tokens.
 """
 
+import inspect
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -60,6 +61,8 @@ AUTO_MAP = {
     "AutoModelForImageTextToText": "modeling_vlmixer.VLMixerForCaptioning",
 }
 IGNORE_INDEX = -100
+# What `generate` hands `prepare_inputs_for_generation` for a key-value cache, which captioning does not keep.
+GENERATION_CACHE_INPUTS = ("past_key_values", "cache", "use_cache", "cache_position", "cache_params")
 MAX_LOGIT_SCALE = 4.6052  # ln(100), CLIP's bound on the inverse temperature
 
 
@@ -68,6 +71,20 @@ def box_geometry(boxes: torch.Tensor, box_dim: int) -> torch.Tensor:
     if box_dim == 4:
         return boxes
     return torch.cat([boxes, boxes[:, 2:3] - boxes[:, 0:1], boxes[:, 3:4] - boxes[:, 1:2]], dim=-1)
+
+
+BOX_TOLERANCE = 1e-3  # normalised coordinates may overshoot [0, 1] by rounding, never by more
+
+
+def check_boxes(boxes: torch.Tensor, name: str) -> None:
+    """Boxes are normalised x1, y1, x2, y2: finite and within [0, 1] (a pixel box or a corrupt value is refused)."""
+    if not torch.isfinite(boxes).all():
+        raise ValueError(f"`{name}` contain NaN or infinite values.")
+    if boxes.numel() and (float(boxes.min()) < -BOX_TOLERANCE or float(boxes.max()) > 1 + BOX_TOLERANCE):
+        raise ValueError(
+            f"`{name}` must be normalised x1, y1, x2, y2 in [0, 1] (divide pixel boxes by the image width and "
+            f"height), got values in [{float(boxes.min()):.4g}, {float(boxes.max()):.4g}]."
+        )
 
 
 class VLMixerVisualEmbeddings(nn.Module):
@@ -106,14 +123,25 @@ class VLMixerEmbeddings(BertEmbeddings):
         visual_features: torch.Tensor | None = None,
         visual_boxes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids (B, L) with placeholders; visual_features (N, D) and visual_boxes (N, 4) in placeholder order."""
+        """
+        input_ids (B, L) with placeholders, or inputs_embeds (B, L, H) with the placeholder's word embedding in those
+        rows; visual_features (N, D) and visual_boxes (N, 4) in placeholder order.
+        """
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
         if visual_features is not None:
             visual_embeds = self.visual(visual_features.to(inputs_embeds.dtype), visual_boxes.to(inputs_embeds.dtype))
-            placeholders = (input_ids == self.image_token_id).unsqueeze(-1)
+            placeholders = self.placeholder_mask(input_ids, inputs_embeds).unsqueeze(-1)
             inputs_embeds = inputs_embeds.masked_scatter(placeholders, visual_embeds)
         return super().forward(token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds)
+
+    def placeholder_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+        """(B, L) True at the visual placeholders: from `input_ids`, or (as LLaVA's `get_placeholder_mask`) the rows
+        of `inputs_embeds` equal to the placeholder's word embedding."""
+        if input_ids is not None:
+            return input_ids == self.image_token_id
+        placeholder = self.word_embeddings.weight[self.image_token_id].to(inputs_embeds.dtype)
+        return (inputs_embeds == placeholder).all(dim=-1)
 
 
 def build_vision_backbone(config: VLMixerConfig) -> nn.Module | None:
@@ -373,9 +401,49 @@ class VLMixerModel(VLMixerPreTrainedModel):
             config=self.config, inputs_embeds=embeddings, attention_mask=None, and_mask_function=per_example
         )
 
+    def _check_text_inputs(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+    ) -> None:
+        """Clear errors for inputs that would otherwise fail deep inside an embedding lookup (IndexError) or silently."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        if tokens.dim() < 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
+            raise ValueError(
+                f"Got an empty batch: {'input_ids' if input_ids is not None else 'inputs_embeds'} has shape "
+                f"{tuple(tokens.shape)}; pass at least one sequence of at least one token."
+            )
+        config = self.config
+        if input_ids is not None and input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size):
+            bad = input_ids[(input_ids < 0) | (input_ids >= config.vocab_size)]
+            raise ValueError(
+                f"`input_ids` hold token ids outside the vocabulary [0, {config.vocab_size}), e.g. {int(bad[0])}: was "
+                "the text tokenized with another tokenizer?"
+            )
+        length = tokens.shape[1]
+        if position_ids is not None and position_ids.numel():
+            if int(position_ids.min()) < 0 or int(position_ids.max()) >= config.max_position_embeddings:
+                raise ValueError(
+                    f"`position_ids` must lie in [0, max_position_embeddings={config.max_position_embeddings}), got "
+                    f"[{int(position_ids.min())}, {int(position_ids.max())}]."
+                )
+        elif length > config.max_position_embeddings:
+            raise ValueError(
+                f"The sequences have {length} tokens, more than max_position_embeddings="
+                f"{config.max_position_embeddings}; truncate them (the processor does, to max_length)."
+            )
+        if token_type_ids is not None and token_type_ids.numel():
+            if int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= config.type_vocab_size:
+                raise ValueError(f"`token_type_ids` must lie in [0, type_vocab_size={config.type_vocab_size}).")
+
     def _visual_inputs(
         self,
         input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
         visual_features: torch.Tensor | None,
         visual_boxes: torch.Tensor | None,
         pixel_values: torch.Tensor | None,
@@ -385,11 +453,15 @@ class VLMixerModel(VLMixerPreTrainedModel):
             if visual_features is not None:
                 raise ValueError("Pass either `visual_features` or `pixel_values`, not both.")
             visual_features = self.get_visual_features(pixel_values)
-        num_placeholders = 0 if input_ids is None else int((input_ids == self.config.image_token_id).sum())
+        if input_ids is None and visual_features is None:
+            num_placeholders = 0  # embeddings without visual inputs: nothing to look for
+        else:
+            num_placeholders = int(self.embeddings.placeholder_mask(input_ids, inputs_embeds).sum())
         num_features = 0 if visual_features is None else visual_features.shape[0]
         if num_placeholders != num_features:
+            where = "`input_ids`" if input_ids is not None else "`inputs_embeds` (rows equal to its word embedding)"
             raise ValueError(
-                f"`input_ids` hold {num_placeholders} visual placeholders (image_token_id="
+                f"{where} hold {num_placeholders} visual placeholders (image_token_id="
                 f"{self.config.image_token_id}) but {num_features} visual features were given; pass one feature row "
                 "per placeholder, in the order the placeholders appear."
             )
@@ -407,8 +479,8 @@ class VLMixerModel(VLMixerPreTrainedModel):
             visual_boxes = visual_features.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(num_features, 4)
         elif visual_boxes.shape != (num_features, 4):
             raise ValueError(f"`visual_boxes` must have shape ({num_features}, 4), got {tuple(visual_boxes.shape)}.")
-        elif not torch.isfinite(visual_boxes).all():
-            raise ValueError("`visual_boxes` contain NaN or infinite values.")
+        else:
+            check_boxes(visual_boxes, "visual_boxes")
         return visual_features, visual_boxes
 
     @merge_with_config_defaults
@@ -439,9 +511,10 @@ class VLMixerModel(VLMixerPreTrainedModel):
             sequence_length, sequence_length)`) mask instead says, per example, which key each query may attend (1 or
             True); captioning uses it to keep the text causal while the regions stay visible to every token.
         """
-        if (input_ids is None) ^ (inputs_embeds is not None):
-            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
-        visual_features, visual_boxes = self._visual_inputs(input_ids, visual_features, visual_boxes, pixel_values)
+        self._check_text_inputs(input_ids, inputs_embeds, position_ids, token_type_ids)
+        visual_features, visual_boxes = self._visual_inputs(
+            input_ids, inputs_embeds, visual_features, visual_boxes, pixel_values
+        )
         embedding_output = self.embeddings(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -655,7 +728,7 @@ class VLMixerMomentumContrast(nn.Module):
 
     @torch.no_grad()
     def embed(self, **inputs) -> torch.Tensor:
-        return self.head(self.encoder(**inputs).last_hidden_state, inputs["attention_mask"])
+        return self.head(self.encoder(**inputs, return_dict=True).last_hidden_state, inputs["attention_mask"])
 
     @torch.no_grad()
     def enqueue(self, text_keys: torch.Tensor, mixed_keys: torch.Tensor) -> None:
@@ -763,29 +836,56 @@ class VLMixerImageTextMixin:
 
     def sentence_embeddings(self, **inputs) -> torch.Tensor:
         """(B, projection_dim) unit embeddings of sequences (words and visual tokens) for contrast and retrieval."""
-        hidden = self.vlmixer(**inputs).last_hidden_state
-        return self.contrastive(hidden, inputs["attention_mask"])
+        return self.encode_sentences(**inputs).pooler_output
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`[CLS] text [SEP]` ids (B, L) -> (B, projection_dim) unit text embeddings."""
+    def encode_sentences(self, **inputs) -> BaseModelOutputWithPooling:
+        """The encoder's output on sequences, with `pooler_output` replaced by their unit sentence embeddings."""
+        outputs = self.vlmixer(**inputs, return_dict=True)
+        outputs.pooler_output = self.contrastive(outputs.last_hidden_state, inputs["attention_mask"])
+        return outputs
+
+    @can_return_tuple
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
+        r"""
+        `[CLS] text [SEP]` ids (B, L) -> the encoder's output, as CLIP's `get_text_features`: `pooler_output` holds the
+        (B, projection_dim) unit text embeddings (`last_hidden_state`, and `hidden_states` / `attentions` when asked).
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.sentence_embeddings(input_ids=input_ids, attention_mask=attention_mask)
+        return self.encode_sentences(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
 
+    @can_return_tuple
     def get_image_features(
         self,
         visual_features: torch.Tensor | None = None,
         visual_boxes: torch.Tensor | None = None,
         region_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Images as `[CLS] regions [SEP]` (inputs as in `image_regions`) -> (B, projection_dim) unit embeddings."""
-        return self.region_embeddings(self.image_regions(visual_features, visual_boxes, region_mask, pixel_values))
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
+        r"""
+        Images as `[CLS] regions [SEP]` (inputs as in `image_regions`) -> the encoder's output, as CLIP's
+        `get_image_features`: `pooler_output` holds the (B, projection_dim) unit image embeddings.
+        """
+        regions = self.image_regions(visual_features, visual_boxes, region_mask, pixel_values)
+        return self.encode_regions(regions, **kwargs)
+
+    def encode_regions(self, regions: ImageRegions, **kwargs) -> BaseModelOutputWithPooling:
+        """The encoder's output on the images `regions` holds, `pooler_output` their unit embeddings."""
+        inputs = image_sequence_inputs(regions.counts, self.config)
+        return self.encode_sentences(**inputs, visual_features=regions.features, visual_boxes=regions.boxes, **kwargs)
 
     def region_embeddings(self, regions: ImageRegions) -> torch.Tensor:
         """(B, projection_dim) unit embeddings of the images `regions` holds."""
-        inputs = image_sequence_inputs(regions.counts, self.config)
-        return self.sentence_embeddings(**inputs, visual_features=regions.features, visual_boxes=regions.boxes)
+        return self.encode_regions(regions).pooler_output
 
     def matching_logits(
         self,
@@ -798,8 +898,15 @@ class VLMixerImageTextMixin:
         """(K, 2) matching logits of the pairs (text_index[k], image_index[k]); text i with image i when not given."""
         if text_index is None:
             text_index = image_index = torch.arange(len(text_ids), device=text_ids.device)
+        return self.match_pairs(text_ids, text_mask, regions, text_index, image_index)[0]
+
+    def match_pairs(self, text_ids, text_mask, regions, text_index=None, image_index=None, **kwargs):
+        """(matching logits (K, 2), the encoder's output on the K `[CLS] text [SEP] regions [SEP]` pairs)."""
+        if text_index is None:
+            text_index = image_index = torch.arange(len(text_ids), device=text_ids.device)
         pairs = text_image_pair_inputs(text_ids, text_mask, regions, text_index, image_index, self.config)
-        return self.matching(self.vlmixer(**pairs).pooler_output)
+        outputs = self.vlmixer(**pairs, return_dict=True, **kwargs)
+        return self.matching(outputs.pooler_output), outputs
 
     def hard_negative_matching_loss(
         self,
@@ -854,6 +961,8 @@ class VLMixerForPreTrainingOutput(ModelOutput):
     paired_contrastive_loss: symmetric InfoNCE between captions and their images' regions.
     paired_matching_loss: image-text matching on [CLS], hard negatives drawn from the paired contrastive similarities.
     text_embeds, mixed_embeds (`(batch_size, projection_dim)`): the unit sentence embeddings of both views.
+    hidden_states, attentions: the encoder's, on the mixed view (`input_ids`), with `output_hidden_states` /
+        `output_attentions`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -868,6 +977,8 @@ class VLMixerForPreTrainingOutput(ModelOutput):
     logit_scale: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     mixed_embeds: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def sub_batch_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -937,9 +1048,12 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         words = F.normalize(self.contrastive.projection(words), dim=-1).detach()
         return global_mean((1.0 - (patches * words).sum(dim=-1)).sum(), torch.tensor(float(len(batch_index))))
 
-    def _text_stream_losses(self, mixed: dict, labels, patch_word_labels, original_input_ids, original_attention_mask):
-        hidden = self.vlmixer(**mixed).last_hidden_state
-        losses, embeds = {}, {}
+    def _text_stream_losses(
+        self, mixed: dict, labels, patch_word_labels, original_input_ids, original_attention_mask, **kwargs
+    ):
+        outputs = self.vlmixer(**mixed, return_dict=True, **kwargs)
+        hidden = outputs.last_hidden_state
+        losses, embeds = {}, {"hidden_states": outputs.hidden_states, "attentions": outputs.attentions}
         if labels is not None:
             losses["mlm_loss"] = self.token_prediction_loss(hidden, labels)
         if patch_word_labels is not None and bool((patch_word_labels != IGNORE_INDEX).any()):
@@ -948,7 +1062,7 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         if original_input_ids is None or config.contrastive_loss_weight == config.patch_alignment_loss_weight == 0:
             return losses, embeds
         original_hidden = self.vlmixer(
-            input_ids=original_input_ids, attention_mask=original_attention_mask
+            input_ids=original_input_ids, attention_mask=original_attention_mask, return_dict=True
         ).last_hidden_state
         if config.contrastive_loss_weight > 0:
             embeds["mixed_embeds"] = self.contrastive(hidden, mixed["attention_mask"])
@@ -994,7 +1108,7 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         return global_mean(loss_sum, torch.tensor(float(text_embeds.shape[0])))
 
     def _pair_stream_losses(self, pair_batch: dict) -> dict:
-        hidden = self.vlmixer(**sub_batch_inputs(pair_batch)).last_hidden_state
+        hidden = self.vlmixer(**sub_batch_inputs(pair_batch), return_dict=True).last_hidden_state
         losses = {"paired_mlm_loss": self.token_prediction_loss(hidden, pair_batch["labels"])}
         config = self.config
         contrast, matching = config.paired_contrastive_loss_weight > 0, config.paired_matching_loss_weight > 0
@@ -1006,7 +1120,9 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
             (pair_batch["image_input_ids"] == self.config.image_token_id).sum(dim=1),
         )
         with torch.set_grad_enabled(contrast and torch.is_grad_enabled()):  # matching alone only samples from them
-            captions = self.get_text_features(pair_batch["caption_input_ids"], pair_batch["caption_attention_mask"])
+            captions = self.sentence_embeddings(
+                input_ids=pair_batch["caption_input_ids"], attention_mask=pair_batch["caption_attention_mask"]
+            )
             images = self.sentence_embeddings(
                 input_ids=pair_batch["image_input_ids"],
                 attention_mask=pair_batch["image_attention_mask"],
@@ -1021,6 +1137,7 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
             )
         return losses
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -1034,26 +1151,30 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         original_attention_mask: torch.Tensor | None = None,
         tag_batch: dict[str, torch.Tensor] | None = None,
         pair_batch: dict[str, torch.Tensor] | None = None,
-        **kwargs,
-    ) -> VLMixerForPreTrainingOutput:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | VLMixerForPreTrainingOutput:
         r"""
         input_ids, attention_mask, position_ids, visual_features, visual_boxes: the mixed view (`VLMixerProcessor`).
         labels (`(batch_size, sequence_length)`): masked-LM targets on the mixed view, -100 elsewhere.
         patch_word_labels (`(batch_size, sequence_length)`): at visual tokens, the first word piece each replaced.
         original_input_ids, original_attention_mask: the original view, the contrastive positive of the mixed view.
         tag_batch, pair_batch (`dict`): the image-only and paired streams (see the class docstring).
+        output_hidden_states, output_attentions, return_dict: as in every transformers model; the hidden states and
+            attentions are those of the mixed view.
         """
-        if kwargs:
-            raise TypeError(f"VLMixerForPreTraining got unexpected inputs {sorted(kwargs)}.")
+        unexpected = sorted(set(kwargs) - set(TransformersKwargs.__annotations__))
+        if unexpected:
+            raise TypeError(f"VLMixerForPreTraining got unexpected inputs {unexpected}.")
+        kwargs = {name: kwargs[name] for name in ("output_hidden_states", "output_attentions") if name in kwargs}
         losses, embeds = {}, {}
         if input_ids is not None:
             mixed = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          visual_features=visual_features, visual_boxes=visual_boxes)  # fmt: skip
             losses, embeds = self._text_stream_losses(
-                mixed, labels, patch_word_labels, original_input_ids, original_attention_mask
+                mixed, labels, patch_word_labels, original_input_ids, original_attention_mask, **kwargs
             )
         if tag_batch is not None:
-            hidden = self.vlmixer(**sub_batch_inputs(tag_batch)).last_hidden_state
+            hidden = self.vlmixer(**sub_batch_inputs(tag_batch), return_dict=True).last_hidden_state
             losses["tag_mlm_loss"] = self.token_prediction_loss(hidden, tag_batch["labels"])
         if pair_batch is not None:
             losses.update(self._pair_stream_losses(pair_batch))
@@ -1107,6 +1228,8 @@ class VLMixerImageTextRetrievalOutput(ModelOutput):
         first stage); `logits_per_image` is its transpose.
     text_embeds, image_embeds (`(batch_size, projection_dim)`): unit embeddings (`get_text_features`,
         `get_image_features`).
+    hidden_states, attentions: the encoder's on the pairs `[CLS] text i [SEP] regions of image i [SEP]` (the
+        matching pass), with `output_hidden_states` / `output_attentions`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -1117,6 +1240,8 @@ class VLMixerImageTextRetrievalOutput(ModelOutput):
     logits_per_image: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel):
@@ -1141,6 +1266,7 @@ class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel
         self.matching = VLMixerMatchingHead(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -1151,7 +1277,8 @@ class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_loss: bool | None = None,
-    ) -> VLMixerImageTextRetrievalOutput:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | VLMixerImageTextRetrievalOutput:
         r"""
         input_ids, attention_mask (`(batch_size, text_length)`): the texts alone, `[CLS] text [SEP]`, padded at the end
             (the processor's `processor(text=..., cmc_ratio=0.0)`).
@@ -1168,10 +1295,10 @@ class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel
             raise ValueError(f"Got {len(input_ids)} texts but {len(regions.counts)} images; pass one image per text.")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        text_embeds = self.get_text_features(input_ids, attention_mask)
+        text_embeds = self.sentence_embeddings(input_ids=input_ids, attention_mask=attention_mask)
         image_embeds = self.region_embeddings(regions)
         logits_per_text = self.contrastive.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * text_embeds @ image_embeds.T
-        logits = self.matching_logits(input_ids, attention_mask, regions)
+        logits, pair_outputs = self.match_pairs(input_ids, attention_mask, regions, **kwargs)
         loss = contrastive_loss = matching_loss = None
         if labels is not None:
             _check_labels_shape(labels, (len(input_ids),), "1 for a matching text-image pair, 0 for a mismatch")
@@ -1198,6 +1325,8 @@ class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel
             logits_per_image=logits_per_text.T,
             text_embeds=text_embeds,
             image_embeds=image_embeds,
+            hidden_states=pair_outputs.hidden_states,
+            attentions=pair_outputs.attentions,
         )
 
 
@@ -1447,11 +1576,29 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
         self.use_caption_generation_defaults()
 
     def use_caption_generation_defaults(self) -> None:
-        """A caption starts with [CLS] and ends with [SEP]; every step recomputes the sequence, so no cache."""
-        self.generation_config.bos_token_id = self.config.cls_token_id
-        self.generation_config.eos_token_id = self.config.sep_token_id
-        self.generation_config.pad_token_id = self.config.pad_token_id
+        """A caption starts with [CLS] and ends with [SEP] (or the config's `bos_token_id` / `eos_token_id` when set);
+        every step recomputes the sequence, so no cache."""
+        config = self.config
+        self.generation_config.bos_token_id = config.bos_token_id if config.bos_token_id is not None else config.cls_token_id
+        self.generation_config.eos_token_id = config.eos_token_id if config.eos_token_id is not None else config.sep_token_id
+        self.generation_config.pad_token_id = config.pad_token_id
         self.generation_config.use_cache = False
+
+    def never_generated_token_ids(self) -> list[int]:
+        """Tokens a caption never holds after its start: the visual placeholder, [CLS] (and the start token), padding."""
+        config = self.config
+        eos = config.eos_token_id if config.eos_token_id is not None else config.sep_token_id
+        eos = set(eos) if isinstance(eos, list) else {eos}
+        never = {config.image_token_id, config.cls_token_id, config.pad_token_id, config.bos_token_id}
+        return sorted(token for token in never if token is not None and token not in eos)
+
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, never emitting the visual placeholder or another special token (see
+        `never_generated_token_ids`): they are added to `suppress_tokens`, whatever the generation config says."""
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        requested = kwargs.get("suppress_tokens", generation_config.suppress_tokens) or []
+        kwargs["suppress_tokens"] = sorted(set(requested) | set(self.never_generated_token_ids()))
+        return super().generate(*args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -1485,6 +1632,7 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
         region_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        shift_labels: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor] | CausalLMOutput:
         r"""
@@ -1494,6 +1642,9 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
             the images, one row of regions per image (see `image_regions`).
         labels (`(batch_size, caption_length)`, *optional*): usually `input_ids` with -100 at padding; the model shifts
             them, so that position t is trained to predict token t + 1.
+        shift_labels (`(batch_size, caption_length)`, *optional*): labels already shifted (position t holds the target
+            of position t, -100 where nothing is predicted), as transformers' causal-LM losses take them (context
+            parallelism shifts before splitting the sequence); used instead of `labels`.
         Returns logits (`(batch_size, caption_length, vocab_size)`) at the caption positions; hidden states and
             attentions cover the image part too (`num_regions + 2` positions first).
         """
@@ -1522,7 +1673,12 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
         )
         logits = self.cls(outputs.last_hidden_state[:, image["input_ids"].shape[1] :])
         loss = None
-        if labels is not None:
+        if shift_labels is not None:
+            _check_labels_shape(shift_labels, input_ids.shape, "the target of each position, -100 where none")
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX
+            )
+        elif labels is not None:
             _check_labels_shape(labels, input_ids.shape, "the caption's token ids, -100 where nothing is predicted")
             loss = F.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
@@ -1543,12 +1699,16 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
         pixel_values: torch.Tensor | None = None,
         **kwargs,
     ) -> dict:
-        """The whole caption so far and the images, at every step (no cache: `generate`'s cache inputs are ignored)."""
+        """
+        The whole caption so far and the images, at every step (no cache: `generate`'s cache inputs are ignored), and
+        every other input `forward` takes (its own arguments and transformers' kwargs) passed on unchanged.
+        """
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, visual_features=visual_features,
                       visual_boxes=visual_boxes, region_mask=region_mask, pixel_values=pixel_values)  # fmt: skip
-        for name in ("output_attentions", "output_hidden_states"):
-            if kwargs.get(name) is not None:
-                inputs[name] = kwargs[name]
+        accepted = (set(inspect.signature(self.forward).parameters) | set(TransformersKwargs.__annotations__)) - {
+            "kwargs", "labels", "shift_labels", "position_ids", *GENERATION_CACHE_INPUTS
+        }
+        inputs.update({name: value for name, value in kwargs.items() if name in accepted and value is not None})
         return inputs
 
 

@@ -8,11 +8,12 @@ so the mixed and the original view of a sentence share positions.
 
 import os
 from dataclasses import dataclass
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 from transformers import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 from transformers.utils import cached_file
 
 from .concepts import ConceptVocabulary
@@ -23,6 +24,24 @@ CONCEPTS_NAME = "concepts.json"
 IMAGE_MARKER = "<image>"  # in a text given with regions, where each region's visual token goes
 IGNORE_INDEX = -100
 WHOLE_IMAGE_BOX = (0.0, 0.0, 1.0, 1.0)
+# The longest sequence when neither the call (`max_length`) nor the processor (`max_position_embeddings`) says: BERT's
+# position table. A tokenizer saved without `model_max_length` reports 1e30, which no tokenizer can truncate to.
+DEFAULT_MAX_LENGTH = 512
+
+
+class VLMixerProcessorKwargs(ProcessingKwargs, total=False):
+    """
+    Call-time options of [`VLMixerProcessor`], beside the tokenizer's (`text_kwargs`: `max_length`, `return_tensors`,
+    ...) and the image processor's (`images_kwargs`):
+
+    cmc_ratio (`float`): probability of replacing each grounded word by a patch (the processor's `cmc_ratio` when
+        not given).
+    seed (`int`), generator (numpy or torch `Generator`): the random source of cross-modal CutMix.
+    """
+
+    cmc_ratio: float | int
+    seed: int | None
+    generator: Any
 
 
 @dataclass
@@ -176,10 +195,16 @@ class VLMixerProcessor(ProcessorMixin):
             another backbone is refused.
         concepts (`ConceptVocabulary` or `dict`, *optional*): the grounded-word vocabulary.
         gallery (`PatchGallery`, *optional*): the patches; needed when `cmc_ratio > 0`.
+        max_position_embeddings (`int`, *optional*): the model's; sequences are truncated to it (to the tokenizer's
+            `model_max_length`, at most 512, when not given). `max_length=` in a call overrides it.
     """
 
-    model_input_names = ["input_ids", "attention_mask", "position_ids", "visual_features", "visual_boxes"]
+    # What an image-text call returns (`processor(text=..., images=...)`); `region_features=` returns
+    # `visual_features` in place of `pixel_values`, and cross-modal CutMix the two views and their targets.
+    model_input_names = ["input_ids", "attention_mask", "token_type_ids", "visual_boxes", "pixel_values"]
     _auto_class = "AutoProcessor"
+    valid_processor_kwargs = VLMixerProcessorKwargs
+    text_kwargs = {"return_tensors": "pt"}  # the processor's outputs are always tensors unless asked otherwise
 
     def __init__(
         self,
@@ -190,6 +215,7 @@ class VLMixerProcessor(ProcessorMixin):
         backbone_id: str | None = None,
         concepts=None,
         gallery: PatchGallery | None = None,
+        max_position_embeddings: int | None = None,
     ):
         # Text-only use needs no image processor; ProcessorMixin needs one: the built-in backbone's default crops.
         super().__init__(tokenizer, image_processor if image_processor is not None else efficientnet_image_processor())
@@ -197,9 +223,12 @@ class VLMixerProcessor(ProcessorMixin):
             raise ValueError(f"`cmc_ratio` must be in [0, 1], got {cmc_ratio}.")
         if grid_size < 1:
             raise ValueError(f"`grid_size` must be at least 1, got {grid_size}.")
+        if max_position_embeddings is not None and max_position_embeddings < 3:
+            raise ValueError(f"`max_position_embeddings` must be at least 3, got {max_position_embeddings}.")
         self.cmc_ratio = cmc_ratio
         self.grid_size = grid_size
         self.backbone_id = backbone_id
+        self.max_position_embeddings = max_position_embeddings
         # Not named like __init__ parameters, so that `processor_config.json` never holds them.
         self.vocabulary = ConceptVocabulary(concepts) if isinstance(concepts, dict) else concepts
         self.patch_gallery = None
@@ -222,32 +251,48 @@ class VLMixerProcessor(ProcessorMixin):
 
     # ------------------------------------------------------------------------------------------ calling
 
+    @property
+    def max_length(self) -> int:
+        """The longest sequence a call makes by default: the model's `max_position_embeddings` when the processor was
+        given it, else the tokenizer's `model_max_length` when that is a real limit, at most 512."""
+        if self.max_position_embeddings is not None:
+            return self.max_position_embeddings
+        return min(int(getattr(self.tokenizer, "model_max_length", None) or DEFAULT_MAX_LENGTH), DEFAULT_MAX_LENGTH)
+
     def __call__(
         self,
         text: str | list[str] | None = None,
-        images=None,
-        boxes=None,
-        region_features=None,
-        cmc_ratio: float | None = None,
-        seed: int | None = None,
-        generator=None,
-        max_length: int | None = None,
-        return_tensors: str = "pt",
-        **kwargs,
+        images: Any = None,
+        boxes: Any = None,
+        region_features: Any = None,
+        **kwargs: Unpack[VLMixerProcessorKwargs],
     ) -> BatchFeature:
-        if kwargs:
-            raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
+        r"""
+        text (`str` or `list[str]`): the sentences (captions, questions, prompts with `<image>` markers).
+        images (PIL images or arrays, one per text), region_features (a `(R, D)` array per text), boxes (a `(R, 4)`
+            list of normalised boxes per image): the images of image-text pairs.
+        kwargs: [`VLMixerProcessorKwargs`]: `cmc_ratio`, `seed`, `generator`, the tokenizer's `max_length` and
+            `return_tensors` (`"pt"` by default, or `"np"`), the image processor's options.
+        """
+        merged = self._merge_kwargs(
+            VLMixerProcessorKwargs, tokenizer_init_kwargs=getattr(self.tokenizer, "init_kwargs", {}), **kwargs
+        )
+        text_kwargs = merged["text_kwargs"]
+        return_tensors = text_kwargs.get("return_tensors") or "pt"
         if return_tensors not in ("pt", "np"):
             raise ValueError(f"`return_tensors` must be 'pt' or 'np', got {return_tensors!r}.")
         sentences = self._as_sentences(text)
-        max_length = max_length or self.tokenizer.model_max_length
+        max_length = text_kwargs.get("max_length") or self.max_length
         if images is not None or region_features is not None:
-            encoded = self.encode_image_text(sentences, images, boxes, region_features, max_length)
+            encoded = self.encode_image_text(
+                sentences, images, boxes, region_features, max_length, merged["images_kwargs"]
+            )
         else:
             if boxes is not None:
                 raise ValueError("`boxes` are regions of `images` or `region_features`; pass those too.")
-            ratio = self.cmc_ratio if cmc_ratio is None else cmc_ratio
-            encoded = self.cross_modal_cutmix(sentences, ratio, as_numpy_generator(seed, generator), max_length)
+            ratio = merged.get("cmc_ratio", self.cmc_ratio)
+            rng = as_numpy_generator(merged.get("seed"), merged.get("generator"))
+            encoded = self.cross_modal_cutmix(sentences, ratio, rng, max_length)
         return BatchFeature(encoded, tensor_type=return_tensors)
 
     @staticmethod
@@ -348,7 +393,9 @@ class VLMixerProcessor(ProcessorMixin):
             "patch_gallery_indices": indices,
         }
 
-    def encode_image_text(self, sentences: list[str], images, boxes, region_features, max_length: int) -> dict:
+    def encode_image_text(
+        self, sentences: list[str], images, boxes, region_features, max_length: int, images_kwargs: dict | None = None
+    ) -> dict:
         """
         `[CLS] text [SEP] regions [SEP]` per pair. The regions are crops of `images` (as `pixel_values` (N, 3, S, S)
         for the model's backbone) or rows of precomputed `region_features` (a (R, D) array per text, as
@@ -387,7 +434,8 @@ class VLMixerProcessor(ProcessorMixin):
             encoded["visual_features"] = np.concatenate(sources)
         else:
             crops = [crop_region(to_rgb_image(image), box) for image, image_boxes in zip(sources, region_boxes) for box in image_boxes]
-            encoded["pixel_values"] = self.image_processor(images=crops, return_tensors="np")["pixel_values"]
+            images_kwargs = {**(images_kwargs or {}), "return_tensors": "np"}
+            encoded["pixel_values"] = self.image_processor(images=crops, **images_kwargs)["pixel_values"]
         return encoded
 
     @staticmethod
@@ -457,12 +505,22 @@ class VLMixerProcessor(ProcessorMixin):
             self.vocabulary.to_json(os.path.join(save_directory, CONCEPTS_NAME))
         if self.patch_gallery is not None:
             self.patch_gallery.save(save_directory)
-        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        # Saving as remote code writes `auto_map` into the live processor and its sub-processors; it belongs to the
+        # folder only, so that the saved processor and the one loaded back have the same `to_dict()`.
+        parts = [self] + [getattr(self, name) for name in self.get_attributes() if getattr(self, name, None) is not None]
+        without_auto_map = [part for part in parts if "auto_map" not in getattr(part, "__dict__", {"auto_map": 1})]
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            for part in without_auto_map:
+                part.__dict__.pop("auto_map", None)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Loads from a folder or the Hub; the vocabulary and gallery come along when the checkpoint has them."""
         processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        for name in processor.get_attributes():  # `auto_map` is the folder's, not the processor's (see save_pretrained)
+            getattr(getattr(processor, name, None), "__dict__", {}).pop("auto_map", None)
         download = {
             key: kwargs[key]
             for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")

@@ -189,9 +189,9 @@ def test_sequences_match_the_processor_with_the_real_tokenizer(minilm_path):
 def test_image_features_ignore_padding_regions_and_equal_the_sequence_embedding():
     model = make(VLMixerForImageTextRetrieval)
     features, boxes, region_mask = images()
-    together = model.get_image_features(features, boxes, region_mask)
+    together = model.get_image_features(features, boxes, region_mask).pooler_output
     for i, count in enumerate(region_mask.sum(1).tolist()):
-        alone = model.get_image_features(features[i : i + 1, :count], boxes[i : i + 1, :count])
+        alone = model.get_image_features(features[i : i + 1, :count], boxes[i : i + 1, :count]).pooler_output
         torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=1e-5)
         sequence = torch.tensor([[CLS] + [IMG] * count + [SEP]])
         by_hand = model.sentence_embeddings(
@@ -202,7 +202,7 @@ def test_image_features_ignore_padding_regions_and_equal_the_sequence_embedding(
         )
         torch.testing.assert_close(by_hand[0], together[i], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(together.norm(dim=-1), torch.ones(3))
-    one_region = model.get_image_features(features[:, 0])  # (B, D): the whole image as one region
+    one_region = model.get_image_features(features[:, 0]).pooler_output  # (B, D): the whole image as one region
     assert one_region.shape == (3, 16)
     with pytest.raises(ValueError, match=r"\(batch_size, num_regions, 16\)"):
         model.get_image_features(torch.randn(3, 4, 17))

@@ -1,0 +1,259 @@
+"""Issue 12: what transformers' common test suites ask of every model, checked on VLMixer with our own tests.
+
+Output flags and `return_dict` on every head, CLIP-style feature getters, generation settings and inputs, placeholders
+found from `inputs_embeds`, shifted captioning labels, clear errors for malformed inputs (non-finite features were
+refused before: tests/test_modeling.py), and a processor that follows v5's `ProcessingKwargs`.
+"""
+
+import pytest
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from modeling_vlmixer import (
+    VLMixerConfig,
+    VLMixerForCaptioning,
+    VLMixerForImageTextRetrieval,
+    VLMixerForPreTraining,
+    VLMixerModel,
+)
+
+from .conftest import tiny_batch, tiny_config
+
+
+CLS, SEP, IMG = 101, 102, 1
+
+
+def make(model_class, **overrides):
+    torch.manual_seed(0)
+    return model_class(tiny_config(**overrides)).eval()
+
+
+def region_batch(batch_size=3, num_regions=4, dim=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(batch_size, num_regions, dim, generator=generator)
+    boxes = torch.tensor([0.1, 0.1, 0.6, 0.7]).expand(batch_size, num_regions, 4).clone()
+    return features, boxes
+
+
+def captions(batch_size=3):
+    ids = torch.tensor([[CLS, 7, 8, 9, SEP], [CLS, 10, 11, SEP, 0], [CLS, 12, SEP, 0, 0]])[:batch_size]
+    return ids, (ids != 0).long()
+
+
+# ---------------------------------------------------------------------------------------------- output flags
+
+
+def test_pretraining_returns_hidden_states_attentions_and_tuples():
+    model = make(VLMixerForPreTraining, attn_implementation="eager")  # sdpa returns no attention weights
+    batch = tiny_batch(model.config)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[0, 1] = 7
+    outputs = model(**batch, labels=labels, output_hidden_states=True, output_attentions=True)
+    assert len(outputs.hidden_states) == model.config.num_hidden_layers + 1
+    assert outputs.hidden_states[-1].shape == (*batch["input_ids"].shape, 32)
+    assert len(outputs.attentions) == model.config.num_hidden_layers
+    assert outputs.attentions[0].shape == (2, 4, 8, 8)
+    as_tuple = model(**batch, labels=labels, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], outputs.loss)
+    with pytest.raises(TypeError, match="unexpected inputs"):
+        model(**batch, labels=labels, not_an_input=1)
+
+
+def test_retrieval_returns_hidden_states_of_the_matching_pass_and_tuples():
+    model = make(VLMixerForImageTextRetrieval, attn_implementation="eager")
+    ids, mask = captions()
+    features, boxes = region_batch()
+    outputs = model(ids, mask, features, boxes, output_hidden_states=True, output_attentions=True)
+    pair_length = ids.shape[1] + features.shape[1] + 1  # [CLS] text [SEP] regions [SEP]
+    assert len(outputs.hidden_states) == 3 and outputs.hidden_states[0].shape == (3, pair_length, 32)
+    assert len(outputs.attentions) == 2 and outputs.attentions[0].shape == (3, 4, pair_length, pair_length)
+    as_tuple = model(ids, mask, features, boxes, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], outputs.logits)
+
+
+def test_heads_follow_config_return_dict_false():
+    model = make(VLMixerForImageTextRetrieval, return_dict=False)
+    ids, mask = captions()
+    features, boxes = region_batch()
+    assert isinstance(model(ids, mask, features, boxes), tuple)
+    # the feature getters and internal calls do not break either
+    assert isinstance(model.get_text_features(ids, mask), tuple)
+    assert isinstance(model.get_image_features(features, boxes), tuple)
+    assert model.sentence_embeddings(input_ids=ids, attention_mask=mask).shape == (3, 16)
+
+
+# ---------------------------------------------------------------------------------------------- feature getters
+
+
+def test_feature_getters_return_model_outputs_with_the_unit_embeddings_as_pooler_output():
+    model = make(VLMixerForImageTextRetrieval, attn_implementation="eager")
+    ids, mask = captions()
+    features, boxes = region_batch()
+    text = model.get_text_features(ids, mask, output_hidden_states=True, output_attentions=True)
+    assert isinstance(text, BaseModelOutputWithPooling)
+    assert text.last_hidden_state.shape == (3, ids.shape[1], 32)
+    assert len(text.hidden_states) == 3 and len(text.attentions) == 2
+    torch.testing.assert_close(text.pooler_output, model.sentence_embeddings(input_ids=ids, attention_mask=mask))
+    torch.testing.assert_close(text.pooler_output.norm(dim=-1), torch.ones(3))
+    image = model.get_image_features(features, boxes)
+    assert isinstance(image, BaseModelOutputWithPooling)
+    assert image.last_hidden_state.shape == (3, features.shape[1] + 2, 32)  # [CLS] regions [SEP]
+    torch.testing.assert_close(image.pooler_output, model(ids, mask, features, boxes).image_embeds)
+
+
+def test_config_has_a_text_config_view_and_generation_token_fields():
+    config = tiny_config()
+    assert config.text_config is config and config.get_text_config() is config
+    assert config.text_config.vocab_size == 120
+    assert config.bos_token_id is None and config.eos_token_id is None
+    reloaded = VLMixerConfig.from_dict(tiny_config(bos_token_id=5, eos_token_id=[6, 7]).to_dict())
+    assert (reloaded.bos_token_id, reloaded.eos_token_id) == (5, [6, 7])
+    with pytest.raises(ValueError, match="eos_token_id"):
+        tiny_config(eos_token_id=500)
+
+
+# ---------------------------------------------------------------------------------------------- inputs_embeds
+
+
+def test_inputs_embeds_with_visual_features_equal_input_ids():
+    model = make(VLMixerModel)
+    batch = tiny_batch(model.config)
+    from_ids = model(**batch).last_hidden_state
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    inputs = {**batch, "input_ids": None, "inputs_embeds": embeds}
+    torch.testing.assert_close(model(**inputs).last_hidden_state, from_ids)
+    with pytest.raises(ValueError, match="inputs_embeds.*3 visual placeholders"):
+        model(**{**inputs, "visual_features": batch["visual_features"][:2], "visual_boxes": None})
+
+
+# ---------------------------------------------------------------------------------------------- captioning
+
+
+def test_captioning_shift_labels_give_the_loss_of_labels():
+    model = make(VLMixerForCaptioning)
+    ids, mask = captions()
+    features, boxes = region_batch()
+    labels = ids.masked_fill(mask == 0, -100)
+    expected = model(ids, mask, features, boxes, labels=labels).loss
+    shifted = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], dim=1)
+    torch.testing.assert_close(model(ids, mask, features, boxes, shift_labels=shifted).loss, expected)
+
+
+def test_generation_passes_forward_inputs_on_and_never_emits_special_tokens():
+    model = make(VLMixerForCaptioning, attn_implementation="eager")
+    features, boxes = region_batch(batch_size=2)
+    prepared = model.prepare_inputs_for_generation(
+        torch.tensor([[CLS], [CLS]]), visual_features=features, output_attentions=True, past_key_values=object()
+    )
+    assert prepared["output_attentions"] is True and "past_key_values" not in prepared
+    # a head biased towards the placeholder, [CLS] and padding still never generates them
+    with torch.no_grad():
+        model.cls.predictions.bias[[IMG, CLS, 0]] += 100.0
+    out = model.generate(visual_features=features, visual_boxes=boxes, max_new_tokens=5, do_sample=False)
+    generated = out[:, 1:]
+    assert not bool(((generated == IMG) | (generated == CLS)).any())
+    assert not bool((generated == 0).any()) or bool((generated == SEP).any())  # padding only after [SEP]
+    beams = model.generate(visual_features=features, max_new_tokens=3, num_beams=2, suppress_tokens=[5])
+    assert not bool(((beams[:, 1:] == IMG) | (beams[:, 1:] == 5)).any())
+
+
+# ---------------------------------------------------------------------------------------------- input validation
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda b: b.update(input_ids=b["input_ids"].masked_fill(b["input_ids"] == 7, 500)), "outside the vocabulary"),
+        (lambda b: b.update(input_ids=b["input_ids"].masked_fill(b["input_ids"] == 7, -3)), "outside the vocabulary"),
+        (lambda b: b.update(visual_boxes=b["visual_boxes"] * 224), r"normalised .* in \[0, 1\]"),
+        (lambda b: b.update(visual_boxes=b["visual_boxes"] - 0.5), r"normalised .* in \[0, 1\]"),
+        (lambda b: b.update(input_ids=b["input_ids"][:0], attention_mask=b["attention_mask"][:0]), "empty batch"),
+    ],
+)
+def test_malformed_inputs_get_clear_errors(change, message):
+    model = make(VLMixerModel)
+    batch = tiny_batch(model.config)
+    change(batch)
+    with pytest.raises(ValueError, match=message):
+        model(**batch)
+
+
+def test_sequences_longer_than_the_position_table_are_refused():
+    model = make(VLMixerModel)
+    too_long = torch.full((1, 65), 7)
+    with pytest.raises(ValueError, match="max_position_embeddings=64"):
+        model(input_ids=too_long)
+    with pytest.raises(ValueError, match="position_ids"):
+        model(input_ids=too_long[:, :4], position_ids=torch.tensor([[0, 1, 2, 64]]))
+    model(input_ids=too_long[:, :64])  # the longest allowed runs
+
+
+# ---------------------------------------------------------------------------------------------- processor
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+def make_processor(tokenizer, **settings):
+    from processing.processing_vlmixer import VLMixerProcessor, efficientnet_image_processor
+
+    return VLMixerProcessor(tokenizer, efficientnet_image_processor(32), cmc_ratio=0.0, **settings)
+
+
+def an_image():
+    from PIL import Image
+
+    return Image.fromarray((torch.arange(40 * 50 * 3) % 251).reshape(40, 50, 3).numpy().astype("uint8"))
+
+
+def test_processor_takes_v5_processing_kwargs(tokenizer):
+    from processing.processing_vlmixer import VLMixerProcessor, VLMixerProcessorKwargs
+
+    assert VLMixerProcessor.valid_processor_kwargs is VLMixerProcessorKwargs
+    processor = make_processor(tokenizer)
+    plain = processor(text=["a dog"], images=[an_image()])
+    assert isinstance(plain["pixel_values"], torch.Tensor)
+    # the image processor's options, flat or nested, reach it
+    raw = processor(text=["a dog"], images=[an_image()], do_normalize=False, do_rescale=False)
+    nested = processor(text=["a dog"], images=[an_image()], images_kwargs={"do_normalize": False, "do_rescale": False})
+    assert float(raw["pixel_values"].max()) > 2.0  # 0..255 values, neither rescaled nor normalised
+    torch.testing.assert_close(raw["pixel_values"], nested["pixel_values"])
+    # the tokenizer's options and CMC's own settings are keyword arguments of one kwargs class
+    as_numpy = processor(text="a dog on a bed", max_length=4, return_tensors="np", padding=True, cmc_ratio=0.0, seed=1)
+    assert as_numpy["input_ids"].shape == (1, 4) and not isinstance(as_numpy["input_ids"], torch.Tensor)
+
+
+def test_processor_model_input_names_are_what_an_image_text_call_returns(tokenizer):
+    processor = make_processor(tokenizer)
+    assert set(processor(text=["a dog"], images=[an_image()])) == set(processor.model_input_names)
+
+
+def test_processor_save_and_load_is_a_round_trip(tokenizer, tmp_path):
+    from processing.processing_vlmixer import VLMixerProcessor
+
+    processor = make_processor(tokenizer, grid_size=3, max_position_embeddings=40)
+    before = processor.to_dict()
+    processor.save_pretrained(tmp_path)
+    assert processor.to_dict() == before and "auto_map" not in before
+    reloaded = VLMixerProcessor.from_pretrained(tmp_path)
+    assert reloaded.to_json_string() == processor.to_json_string()  # JSON: tuples and lists compare equal
+    assert reloaded.max_length == 40
+
+
+def test_processor_truncates_to_the_model_not_to_a_tokenizer_without_a_limit(tokenizer):
+    import copy
+
+    unlimited = copy.deepcopy(tokenizer)
+    assert make_processor(tokenizer)(text=" ".join(["dog"] * 700))["input_ids"].shape == (1, 128)  # its max_length
+    unlimited.model_max_length = int(1e30)  # what a tokenizer saved without model_max_length reports
+    unlimited.init_kwargs.pop("max_length", None)
+    long_text = " ".join(["dog"] * 700)
+    assert make_processor(unlimited)(text=long_text)["input_ids"].shape == (1, 512)
+    assert make_processor(unlimited, max_position_embeddings=64)(text=long_text)["input_ids"].shape == (1, 64)
+    assert make_processor(unlimited)(text=long_text, max_length=20)["input_ids"].shape == (1, 20)
