@@ -409,7 +409,7 @@ def test_trained_checkpoint_classifies_as_the_evaluation_does(trained):
     model, processor = classifier.model, classifier.processor
     prompt = evaluation.recorded_prompt(str(CHECKPOINT))
     with torch.no_grad():
-        classes = evaluation.class_embeddings(model, processor, prompt, 64)
+        classes = evaluation.class_embeddings(model, processor, list(names), prompt, 64)
         pixels = processor(text=["<image>"] * len(chosen), images=[images[i] for i in chosen], boxes=[WHOLE] * len(chosen))
         features = model.vlmixer.get_visual_features(pixels["pixel_values"]).numpy()
         image_embeds = evaluation.embed(model, processor, [prompt.format("<image>")] * len(chosen), [f[None] for f in features],
