@@ -789,6 +789,15 @@ def image_sequence_inputs(counts: torch.Tensor, config: VLMixerConfig) -> dict[s
     return {"input_ids": input_ids, "attention_mask": (index <= ends).long()}
 
 
+def padding_at_the_end(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded at the start (a tokenizer with `padding_side="left"`) -> the same tokens in order, padding at the
+    end, the layout texts are joined with images in; rows already padded at the end are returned as they are."""
+    if not bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+        return input_ids, attention_mask
+    order = torch.sort((attention_mask == 0).int(), dim=1, stable=True).indices
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
 def text_image_pair_inputs(
     text_ids: torch.Tensor,
     text_mask: torch.Tensor,
@@ -920,6 +929,8 @@ class VLMixerImageTextMixin:
         Image-text matching on B matched pairs (text i with image i): each pair is a positive; each text also meets one
         image and each image one text drawn with probability softmax(similarity) among the other pairs of the batch
         (pairs whose texts are identical are never negatives of each other). Cross-entropy over the 3B pairs.
+        In eval mode the negative is the most similar one instead of a draw, so that a validation loss is
+        deterministic (the same inputs give the same loss).
         """
         batch = torch.arange(len(text_ids), device=text_ids.device)
         with torch.no_grad():
@@ -927,8 +938,8 @@ class VLMixerImageTextMixin:
             similarity = scale * text_embeds.float() @ image_embeds.float().T  # (texts, images)
             padded_text = text_ids.masked_fill(text_mask == 0, -1)
             same_text = (padded_text.unsqueeze(1) == padded_text.unsqueeze(0)).all(dim=-1)
-            negative_images = self._draw(similarity, same_text)  # for each text
-            negative_texts = self._draw(similarity.T, same_text)  # for each image
+            negative_images = self._draw(similarity, same_text, sample=self.training)  # for each text
+            negative_texts = self._draw(similarity.T, same_text, sample=self.training)  # for each image
         has_image, has_text = negative_images >= 0, negative_texts >= 0
         text_index = torch.cat([batch, batch[has_image], negative_texts[has_text]])
         image_index = torch.cat([batch, negative_images[has_image], batch[has_text]])
@@ -937,14 +948,17 @@ class VLMixerImageTextMixin:
         return global_mean(F.cross_entropy(logits.float(), labels, reduction="sum"), torch.tensor(float(len(labels))))
 
     @staticmethod
-    def _draw(similarity: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
-        """Per row, a column drawn with probability softmax(similarity) over the columns not `excluded`; -1 if none."""
+    def _draw(similarity: torch.Tensor, excluded: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """
+        Per row, a column drawn with probability softmax(similarity) over the columns not `excluded` (with `sample`;
+        without, the most similar of them); -1 if none.
+        """
         allowed = ~excluded
         drawn = torch.full((len(similarity),), -1, dtype=torch.long, device=similarity.device)
         rows = allowed.any(dim=1)
         if bool(rows.any()):
-            weights = similarity[rows].masked_fill(~allowed[rows], float("-inf")).softmax(dim=1)
-            drawn[rows] = torch.multinomial(weights, 1).squeeze(1)
+            scores = similarity[rows].masked_fill(~allowed[rows], float("-inf"))
+            drawn[rows] = torch.multinomial(scores.softmax(dim=1), 1).squeeze(1) if sample else scores.argmax(dim=1)
         return drawn
 
 
@@ -1280,8 +1294,9 @@ class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | VLMixerImageTextRetrievalOutput:
         r"""
-        input_ids, attention_mask (`(batch_size, text_length)`): the texts alone, `[CLS] text [SEP]`, padded at the end
-            (the processor's `processor(text=..., cmc_ratio=0.0)`).
+        input_ids, attention_mask (`(batch_size, text_length)`): the texts alone, `[CLS] text [SEP]` (the processor's
+            `processor(text=..., cmc_ratio=0.0)`), padded at the end; texts padded at the start are moved to that
+            layout first and give the same outputs.
         visual_features (`(batch_size, num_regions, visual_feature_dim)`), visual_boxes (`(batch_size, num_regions,
             4)`), region_mask (`(batch_size, num_regions)`), pixel_values (`(batch_size, num_regions, 3, height,
             width)`): the images, one row of regions per image, padded (see `image_regions`); image i goes with text i.
@@ -1295,6 +1310,7 @@ class VLMixerForImageTextRetrieval(VLMixerImageTextMixin, VLMixerPreTrainedModel
             raise ValueError(f"Got {len(input_ids)} texts but {len(regions.counts)} images; pass one image per text.")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        input_ids, attention_mask = padding_at_the_end(input_ids, attention_mask)
         text_embeds = self.sentence_embeddings(input_ids=input_ids, attention_mask=attention_mask)
         image_embeds = self.region_embeddings(regions)
         logits_per_text = self.contrastive.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * text_embeds @ image_embeds.T

@@ -6,6 +6,7 @@ of a replaced word become one placeholder (`image_token_id`), which keeps the po
 so the mixed and the original view of a sentence share positions.
 """
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Unpack
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
+from transformers.utils import PROCESSOR_NAME as PROCESSOR_CONFIG_NAME
 from transformers.utils import cached_file
 
 from .concepts import ConceptVocabulary
@@ -293,7 +295,23 @@ class VLMixerProcessor(ProcessorMixin):
             ratio = merged.get("cmc_ratio", self.cmc_ratio)
             rng = as_numpy_generator(merged.get("seed"), merged.get("generator"))
             encoded = self.cross_modal_cutmix(sentences, ratio, rng, max_length)
+        if text_kwargs.get("padding") == "max_length":
+            encoded = self._pad_to_length(encoded, max_length)
         return BatchFeature(encoded, tensor_type=return_tensors)
+
+    def _pad_to_length(self, encoded: dict, length: int) -> dict:
+        """`padding="max_length"`: every per-token row (both views of CutMix) padded at the end to `length`."""
+        pad_values = {
+            "input_ids": self.tokenizer.pad_token_id, "original_input_ids": self.tokenizer.pad_token_id,
+            "attention_mask": 0, "original_attention_mask": 0, "token_type_ids": 0, "position_ids": 0,
+            "patch_word_labels": IGNORE_INDEX,
+        }  # fmt: skip
+        padded = dict(encoded)
+        for name, value in pad_values.items():
+            if name in padded and padded[name].shape[1] < length:
+                extra = np.full((len(padded[name]), length - padded[name].shape[1]), value, dtype=padded[name].dtype)
+                padded[name] = np.concatenate([padded[name], extra], axis=1)
+        return padded
 
     @staticmethod
     def _as_sentences(text) -> list[str]:
@@ -409,13 +427,25 @@ class VLMixerProcessor(ProcessorMixin):
         kind = "images" if images is not None else "region_features"
         if len(sources) != len(sentences):
             raise ValueError(f"Got {len(sentences)} texts but {len(sources)} {kind}; pass one per text.")
+        if images is not None and any(isinstance(item, (list, tuple)) for item in sources):
+            # The nested form of multimodal processors: a list of images per text, regions image after image; an
+            # empty list is a text without an image (`[CLS] text [SEP]`).
+            if boxes is not None:
+                raise ValueError("Pass `boxes` with one image per text, not with a list of images per text.")
+            sources = [list(item) if isinstance(item, (list, tuple)) else [item] for item in sources]
+            boxes = [grid_boxes(self.grid_size) * len(item) for item in sources]
+            sources = [[image for image in item for _ in grid_boxes(self.grid_size)] for item in sources]
         if images is None:
             sources = [self._checked_features(features, index) for index, features in enumerate(sources)]
         if boxes is None:
             boxes = [grid_boxes(self.grid_size) if images is not None else [WHOLE_IMAGE_BOX] * len(f) for f in sources]
         elif len(boxes) != len(sources):
             raise ValueError(f"Got {len(sources)} {kind} but {len(boxes)} box lists; pass one list per item.")
-        region_boxes = [self._checked_boxes(image_boxes, index) for index, image_boxes in enumerate(boxes)]
+        region_boxes = [
+            self._checked_boxes(image_boxes, index) if len(image_boxes) or not isinstance(sources[index], list)
+            else np.zeros((0, 4), dtype=np.float32)
+            for index, image_boxes in enumerate(boxes)
+        ]  # fmt: skip
         if images is None and any(len(f) != len(b) for f, b in zip(sources, region_boxes)):
             raise ValueError("Each `region_features` array needs one box per row.")
         if any(IMAGE_MARKER in sentence for sentence in sentences):
@@ -433,7 +463,13 @@ class VLMixerProcessor(ProcessorMixin):
         if images is None:
             encoded["visual_features"] = np.concatenate(sources)
         else:
-            crops = [crop_region(to_rgb_image(image), box) for image, image_boxes in zip(sources, region_boxes) for box in image_boxes]
+            crops = [
+                crop_region(to_rgb_image(image), box)
+                for image, image_boxes in zip(sources, region_boxes)
+                for image, box in (zip(image, image_boxes) if isinstance(image, list) else ((image, b) for b in image_boxes))
+            ]  # fmt: skip
+            if not crops:
+                raise ValueError("None of the texts has an image; call the processor with `text=` alone.")
             images_kwargs = {**(images_kwargs or {}), "return_tensors": "np"}
             encoded["pixel_values"] = self.image_processor(images=crops, **images_kwargs)["pixel_values"]
         return encoded
@@ -454,8 +490,9 @@ class VLMixerProcessor(ProcessorMixin):
         image_token_id, sep_id = self.image_token_id, self.tokenizer.sep_token_id
         rows, token_types = [], []
         for encoding, image_boxes in zip(self._tokenize_leaving_room(sentences, region_boxes, max_length), region_boxes):
-            rows.append(encoding.ids + [image_token_id] * len(image_boxes) + [sep_id])
-            token_types.append([0] * len(encoding.ids) + [1] * (len(image_boxes) + 1))
+            regions = [image_token_id] * len(image_boxes) + [sep_id] if len(image_boxes) else []  # none: text alone
+            rows.append(encoding.ids + regions)
+            token_types.append([0] * len(encoding.ids) + [1] * len(regions))
         return rows, token_types
 
     def _regions_at_markers(self, sentences, region_counts: list[int], max_length: int) -> list[list[int]]:
@@ -479,7 +516,7 @@ class VLMixerProcessor(ProcessorMixin):
         """Tokenises each text so that its regions and the closing [SEP] still fit in `max_length`."""
         encodings = []
         for sentence, image_boxes in zip(sentences, region_boxes):
-            room = max_length - len(image_boxes) - 1
+            room = max_length - len(image_boxes) - 1 if len(image_boxes) else max_length
             if room < 3:
                 raise ValueError(f"{len(image_boxes)} regions leave no room for text within max_length={max_length}.")
             encodings += self._tokenize([sentence], room)
@@ -510,10 +547,30 @@ class VLMixerProcessor(ProcessorMixin):
         parts = [self] + [getattr(self, name) for name in self.get_attributes() if getattr(self, name, None) is not None]
         without_auto_map = [part for part in parts if "auto_map" not in getattr(part, "__dict__", {"auto_map": 1})]
         try:
-            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+            saved = super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
         finally:
             for part in without_auto_map:
                 part.__dict__.pop("auto_map", None)
+        self._drop_nested_auto_maps(os.path.join(save_directory, PROCESSOR_CONFIG_NAME))
+        return saved
+
+    def _drop_nested_auto_maps(self, config_file: str) -> None:
+        """
+        The `auto_map` of `processor_config.json` (top level) is what `AutoProcessor` reads. Remote-code saving also
+        writes it into the nested image processor's settings, where it names no class of the image processor and
+        comes back as an attribute (`AutoImageProcessor.from_pretrained(folder)` would differ from the one saved).
+        """
+        if not os.path.isfile(config_file):
+            return
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+        nested = [name for name in self.get_attributes() if isinstance(config.get(name), dict)]
+        if not any("auto_map" in config[name] for name in nested):
+            return
+        for name in nested:
+            config[name].pop("auto_map", None)
+        with open(config_file, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):

@@ -257,3 +257,140 @@ def test_processor_truncates_to_the_model_not_to_a_tokenizer_without_a_limit(tok
     assert make_processor(unlimited)(text=long_text)["input_ids"].shape == (1, 512)
     assert make_processor(unlimited, max_position_embeddings=64)(text=long_text)["input_ids"].shape == (1, 64)
     assert make_processor(unlimited)(text=long_text, max_length=20)["input_ids"].shape == (1, 20)
+
+
+# ---------------------------------------------------------------------------------------------- determinism (round 2)
+
+
+def test_retrieval_eval_loss_is_deterministic_and_training_still_samples_hard_negatives():
+    model = make(VLMixerForImageTextRetrieval)  # tiny_config has no dropout: only the negatives' draw can vary
+    ids = torch.tensor([[CLS, 7, 8, SEP], [CLS, 9, 10, SEP], [CLS, 11, 12, SEP], [CLS, 13, 14, SEP]])
+    mask = torch.ones_like(ids)
+    features, boxes = region_batch(batch_size=4)
+
+    def losses_over_seeds():
+        losses = set()
+        for seed in range(12):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                losses.add(round(float(model(ids, mask, features, boxes, return_loss=True).loss), 6))
+        return losses
+
+    assert len(losses_over_seeds()) == 1  # eval: the most similar negative, no draw
+    model.train()
+    assert len(losses_over_seeds()) > 1  # training: negatives drawn from softmax(similarity), as ALBEF
+
+
+def test_eval_hard_negatives_are_the_most_similar_allowed_ones():
+    similarity = torch.tensor([[9.0, 1.0, 3.0], [0.0, 9.0, -1.0], [2.0, 5.0, 9.0]])
+    same = torch.eye(3, dtype=torch.bool)
+    assert VLMixerForImageTextRetrieval._draw(similarity, same, sample=False).tolist() == [2, 0, 1]
+    everything = torch.ones(3, 3, dtype=torch.bool)
+    assert VLMixerForImageTextRetrieval._draw(similarity, everything, sample=False).tolist() == [-1, -1, -1]
+
+
+def test_retrieval_training_reaches_every_head_with_matched_pairs():
+    model = make(VLMixerForImageTextRetrieval).train()
+    ids, mask = captions()
+    features, boxes = region_batch()
+    model(ids, mask, features, boxes, return_loss=True).loss.backward()
+    without_gradient = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert without_gradient == []
+
+
+def test_retrieval_takes_texts_padded_at_the_start():
+    model = make(VLMixerForImageTextRetrieval)
+    right, right_mask = captions()
+    lengths = right_mask.sum(dim=1)
+    left = torch.zeros_like(right)
+    for row, length in enumerate(lengths.tolist()):
+        left[row, right.shape[1] - length :] = right[row, :length]
+    left_mask = (left != 0).long()
+    features, boxes = region_batch()
+    with torch.no_grad():
+        expected = model(right, right_mask, features, boxes)
+        got = model(left, left_mask, features, boxes)
+    for name in ("logits", "logits_per_text", "text_embeds", "image_embeds"):
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name))
+
+
+@pytest.mark.parametrize("model_class_name", ["VLMixerForVisualReasoning", "VLMixerForImageTextRetrieval"])
+def test_heads_give_the_same_outputs_with_eager_and_sdpa_attention(model_class_name):
+    import modeling_vlmixer
+
+    model_class = getattr(modeling_vlmixer, model_class_name)
+    eager = make(model_class, attn_implementation="eager")
+    sdpa = make(model_class, attn_implementation="sdpa")
+    ids, mask = captions()
+    if model_class_name == "VLMixerForVisualReasoning":
+        statement = torch.tensor([[CLS, 7, IMG, 9, SEP], [CLS, 10, IMG, SEP, 0]])
+        ids = statement.unsqueeze(1).expand(-1, 2, -1)
+        inputs = {"input_ids": ids, "attention_mask": (ids != 0).long(), "visual_features": torch.randn(4, 16)}
+        key = "logits"
+    else:
+        features, boxes = region_batch()
+        inputs = {"input_ids": ids, "attention_mask": mask, "visual_features": features, "visual_boxes": boxes}
+        key = "logits_per_text"
+    with torch.no_grad():
+        torch.testing.assert_close(getattr(eager(**inputs), key), getattr(sdpa(**inputs), key), atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- processor (round 2)
+
+
+def test_processor_pads_to_max_length_when_asked(tokenizer):
+    processor = make_processor(tokenizer)
+    pairs = processor(text=["a dog", "a cat on a mat"], images=[an_image(), an_image()], padding="max_length",
+                      max_length=30)  # fmt: skip
+    assert pairs["input_ids"].shape == pairs["token_type_ids"].shape == (2, 30)
+    assert int(pairs["attention_mask"][0].sum()) == 4 + 5 + 1  # [CLS] a dog [SEP], 5 regions, [SEP]
+    mixed = processor(text=["a dog"], padding="max_length", max_length=12)
+    for name in ("input_ids", "attention_mask", "position_ids", "patch_word_labels", "original_input_ids"):
+        assert mixed[name].shape == (1, 12), name
+    assert processor(text=["a dog"], max_length=12)["input_ids"].shape == (1, 4)  # longest by default
+    # a tokenizer's own defaults (padding / max_length given when it was made) are honoured
+    import copy
+
+    padding_tokenizer = copy.deepcopy(tokenizer)
+    padding_tokenizer.init_kwargs.update(padding="max_length", max_length=17)
+    assert make_processor(padding_tokenizer)(text=["a dog"])["input_ids"].shape == (1, 17)
+
+
+def test_processor_takes_a_list_of_images_per_text_and_texts_without_images(tokenizer):
+    processor = make_processor(tokenizer)
+    image = an_image()
+    flat = processor(text=["a dog", "a cat"], images=[image, image])
+    nested = processor(text=["a dog", "a cat"], images=[[image], [image]])
+    for name in flat:
+        torch.testing.assert_close(flat[name], nested[name])
+    mixed = processor(text=["a bird", "a cat"], images=[[], [image]])
+    bird = tokenizer("a bird")["input_ids"]
+    assert mixed["input_ids"][0, : len(bird)].tolist() == bird and int(mixed["attention_mask"][0].sum()) == len(bird)
+    torch.testing.assert_close(mixed["input_ids"][1], flat["input_ids"][1])
+    assert len(mixed["pixel_values"]) == len(mixed["visual_boxes"]) == 5  # the cat's image only
+    two = processor(text=["two dogs"], images=[[image, image]])
+    assert int((two["input_ids"] == processor.image_token_id).sum()) == 10
+    with pytest.raises(ValueError, match="None of the texts"):
+        processor(text=["a"], images=[[]])
+
+
+def test_processor_text_call_at_cmc_ratio_zero_is_the_tokenizer(tokenizer):
+    processor = make_processor(tokenizer)
+    texts = ["a dog on a bed", "two cats"]
+    ours, theirs = processor(text=texts, cmc_ratio=0.0), tokenizer(texts, padding=True, return_tensors="pt")
+    torch.testing.assert_close(ours["input_ids"], theirs["input_ids"])
+    torch.testing.assert_close(ours["attention_mask"], theirs["attention_mask"])
+
+
+def test_saved_image_processor_settings_carry_no_auto_map(tokenizer, tmp_path):
+    import json
+
+    from transformers import AutoImageProcessor
+
+    processor = make_processor(tokenizer)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["auto_map"] == {"AutoProcessor": "processing_vlmixer.VLMixerProcessor"}  # what AutoProcessor reads
+    assert "auto_map" not in saved["image_processor"]
+    reloaded = AutoImageProcessor.from_pretrained(tmp_path)
+    assert repr(reloaded) == repr(processor.image_processor)
