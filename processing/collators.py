@@ -4,7 +4,11 @@
 - `DataCollatorForTags`: image-only rows (regions + their concept tags) -> `[CLS] tags [SEP] regions [SEP]`, tags masked.
 - `DataCollatorForPairs`: image-caption pairs -> caption with regions (masked), plus caption-only and image-only views.
 
-All are deterministic for a seed, and `state_dict()` / `load_state_dict()` carry their random state across a resume.
+All are deterministic for a seed. Called with `keys` (one per row: `BatchStream.next_batch(with_keys=True)` gives
+(epoch, batch, row of the global batch)), each row is mixed and masked from the seed and its key alone: the same
+whichever process collates it, with whatever other rows, in whichever DataLoader worker, and nothing to restore on a
+resume. Called without keys they draw from one running random state for the batch, which `state_dict()` /
+`load_state_dict()` carry across a resume.
 """
 
 from dataclasses import dataclass, field
@@ -20,6 +24,27 @@ TEXT_STREAM_INPUTS = (
     "input_ids", "attention_mask", "position_ids", "visual_features", "visual_boxes", "patch_word_labels",
     "original_input_ids", "original_attention_mask",
 )  # fmt: skip
+# Tensors of the processor's output that are flat over the batch's patches, (N, ...) in row order, not (B, L).
+FLAT_OVER_PATCHES = ("visual_features", "visual_boxes", "patch_concept_ids", "patch_gallery_indices")
+
+
+def stack_rows(encoded: list[dict], pad_values: dict[str, int]) -> dict[str, torch.Tensor]:
+    """
+    One-row processor outputs -> one batch: (1, L_i) tensors right-padded to the longest row (with `pad_values[name]`,
+    0 by default), the flat patch tensors concatenated in row order, as the processor lays out a batch.
+    """
+    batch = {}
+    for name in encoded[0]:
+        parts = [torch.as_tensor(row[name]) for row in encoded]
+        if name in FLAT_OVER_PATCHES:
+            batch[name] = torch.cat(parts)
+            continue
+        length = max(part.shape[1] for part in parts)
+        padded = parts[0].new_full((len(parts), length, *parts[0].shape[2:]), pad_values.get(name, 0))
+        for index, part in enumerate(parts):
+            padded[index, : part.shape[1]] = part[0]
+        batch[name] = padded
+    return batch
 
 
 def mask_tokens(
@@ -53,6 +78,12 @@ def mask_tokens(
     return torch.where(randomised, random_tokens, masked), labels
 
 
+def row_length(attention_mask: torch.Tensor) -> int:
+    """The length of a row without its right padding: up to its last attended position."""
+    attended = attention_mask.nonzero()
+    return int(attended[-1]) + 1 if len(attended) else 0
+
+
 @dataclass
 class SeededCollator:
     """Common ground of the collators: the processor, a seed, and the random state that a resume restores."""
@@ -70,16 +101,42 @@ class SeededCollator:
         self._rng = np.random.default_rng(self.seed)
         self._torch_generator = torch.Generator().manual_seed(self.seed)
 
-    def mask_text(self, batch: dict, at_least_one: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks the word tokens of `batch` (not special tokens, visual tokens, regions or padding)."""
+    def mask_text(
+        self, batch: dict, at_least_one: bool = False, generators: list[torch.Generator] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks the word tokens of `batch` (not special tokens, visual tokens, regions or padding); with `generators`
+        (one per row) each row on its own, over its unpadded length, so that its padding changes no draw."""
         tokenizer = self.processor.tokenizer
         special = torch.tensor(tokenizer.all_special_ids + [self.processor.image_token_id])
         maskable = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special)
         if "token_type_ids" in batch:
             maskable &= batch["token_type_ids"] == 0
-        return mask_tokens(batch["input_ids"], maskable, tokenizer.mask_token_id, len(tokenizer),
-                           self.mlm_probability, self._torch_generator, at_least_one,
-                           self.processor.image_token_id)  # fmt: skip
+        settings = (tokenizer.mask_token_id, len(tokenizer), self.mlm_probability)
+        if generators is None:
+            return mask_tokens(batch["input_ids"], maskable, *settings, self._torch_generator, at_least_one,
+                               self.processor.image_token_id)  # fmt: skip
+        masked, labels = batch["input_ids"].clone(), torch.full_like(batch["input_ids"], IGNORE_INDEX)
+        for row, generator in enumerate(generators):
+            length = row_length(batch["attention_mask"][row])
+            masked[row : row + 1, :length], labels[row : row + 1, :length] = mask_tokens(
+                batch["input_ids"][row : row + 1, :length], maskable[row : row + 1, :length], *settings, generator,
+                at_least_one, self.processor.image_token_id,
+            )  # fmt: skip
+        return masked, labels
+
+    def row_generators(self, keys: list) -> tuple[list[np.random.Generator], list[torch.Generator]]:
+        """Per row, a numpy and a torch generator drawn from the collator's seed and the row's key alone."""
+        if any(len(key) == 0 for key in keys):
+            raise ValueError("Each row key needs at least one integer.")
+        words = [np.random.SeedSequence([self.seed, *map(int, key)]).generate_state(2, np.uint64) for key in keys]
+        numpy_generators = [np.random.default_rng(int(first)) for first, _ in words]
+        torch_generators = [torch.Generator().manual_seed(int(second) >> 1) for _, second in words]
+        return numpy_generators, torch_generators
+
+    @staticmethod
+    def check_keys(rows: list[dict], keys) -> None:
+        if keys is not None and len(keys) != len(rows):
+            raise ValueError(f"{len(keys)} row keys for {len(rows)} rows: pass one key per row.")
 
     @staticmethod
     def require_columns(rows: list[dict], *columns: str) -> None:
@@ -113,20 +170,46 @@ class DataCollatorForCMC(SeededCollator):
         if not 0.0 <= self.patch_word_share <= 1.0:
             raise ValueError(f"`patch_word_share` must be in [0, 1], got {self.patch_word_share}.")
 
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[dict], keys: list | None = None) -> dict[str, torch.Tensor]:
         self.require_columns(rows, self.text_column)
-        encoded = self.processor(
-            text=[row[self.text_column] for row in rows],
-            cmc_ratio=self.cmc_ratio,
-            generator=self._rng,
-            max_length=self.max_length,
-        )
-        batch = {name: encoded[name] for name in TEXT_STREAM_INPUTS}
+        self.check_keys(rows, keys)
+        if keys is None:
+            encoded = self.processor(
+                text=[row[self.text_column] for row in rows],
+                cmc_ratio=self.cmc_ratio,
+                generator=self._rng,
+                max_length=self.max_length,
+            )
+            batch = {name: encoded[name] for name in TEXT_STREAM_INPUTS}
+            torch_generators = None
+        else:  # each sentence mixed with its own generator (the processor's CMC step, without its per-call
+            # argument handling: a quarter of a millisecond a row), then the rows padded together
+            numpy_generators, torch_generators = self.row_generators(keys)
+            ratio = self.processor.cmc_ratio if self.cmc_ratio is None else self.cmc_ratio
+            max_length = self.max_length or self.processor.max_length
+            for index, row in enumerate(rows):
+                text = row[self.text_column]
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"Row {index} has no sentence in {self.text_column!r}: {text!r}.")
+            encoded = [
+                self.processor.cross_modal_cutmix([row[self.text_column]], ratio, generator, max_length)
+                for row, generator in zip(rows, numpy_generators)
+            ]
+            pad_id = self.processor.tokenizer.pad_token_id
+            batch = stack_rows([{name: row[name] for name in TEXT_STREAM_INPUTS} for row in encoded],
+                               {"input_ids": pad_id, "original_input_ids": pad_id, "patch_word_labels": IGNORE_INDEX})  # fmt: skip
         if self.mlm_probability > 0:
-            batch["input_ids"], batch["labels"] = self.mask_text(batch)
+            batch["input_ids"], batch["labels"] = self.mask_text(batch, generators=torch_generators)
         if self.patch_word_share < 1.0:
-            asked = torch.rand(batch["patch_word_labels"].shape, generator=self._torch_generator) < self.patch_word_share
-            batch["patch_word_labels"] = batch["patch_word_labels"].masked_fill(~asked, IGNORE_INDEX)
+            labels = batch["patch_word_labels"]
+            if torch_generators is None:
+                asked = torch.rand(labels.shape, generator=self._torch_generator) < self.patch_word_share
+            else:
+                asked = torch.zeros(labels.shape, dtype=torch.bool)
+                for row, generator in enumerate(torch_generators):
+                    length = row_length(batch["attention_mask"][row])
+                    asked[row, :length] = torch.rand(length, generator=generator) < self.patch_word_share
+            batch["patch_word_labels"] = labels.masked_fill(~asked, IGNORE_INDEX)
         return batch
 
 
@@ -139,8 +222,9 @@ class DataCollatorForTags(SeededCollator):
 
     mlm_probability: float = 0.5
 
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[dict], keys: list | None = None) -> dict[str, torch.Tensor]:
         self.require_columns(rows, "features", "boxes", "tags")
+        self.check_keys(rows, keys)
         encoded = self.processor(
             text=[" ".join(dict.fromkeys(row["tags"])) for row in rows],
             region_features=[row["features"] for row in rows],
@@ -148,7 +232,8 @@ class DataCollatorForTags(SeededCollator):
             max_length=self.max_length,
         )
         batch = dict(encoded)
-        batch["input_ids"], batch["labels"] = self.mask_text(batch, at_least_one=True)
+        generators = None if keys is None else self.row_generators(keys)[1]
+        batch["input_ids"], batch["labels"] = self.mask_text(batch, at_least_one=True, generators=generators)
         return batch
 
 
@@ -159,8 +244,9 @@ class DataCollatorForPairs(SeededCollator):
     caption masked (`labels`), the caption alone (`caption_*`) and the regions alone (`image_*`) for image-text contrast.
     """
 
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[dict], keys: list | None = None) -> dict[str, torch.Tensor]:
         self.require_columns(rows, "text", "features", "boxes")
+        self.check_keys(rows, keys)
         captions = [row["text"] for row in rows]
         batch = dict(
             self.processor(
@@ -170,7 +256,8 @@ class DataCollatorForPairs(SeededCollator):
                 max_length=self.max_length,
             )
         )
-        batch["input_ids"], batch["labels"] = self.mask_text(batch)
+        generators = None if keys is None else self.row_generators(keys)[1]
+        batch["input_ids"], batch["labels"] = self.mask_text(batch, generators=generators)
         caption_only = self.processor(text=captions, cmc_ratio=0.0, max_length=self.max_length)
         batch["caption_input_ids"] = caption_only["input_ids"]
         batch["caption_attention_mask"] = caption_only["attention_mask"]
@@ -186,7 +273,7 @@ class DataCollatorForPairs(SeededCollator):
         return {"image_input_ids": ids, "image_attention_mask": (ids != tokenizer.pad_token_id).long()}
 
 
-__all__ = ["DataCollatorForCMC", "DataCollatorForPairs", "DataCollatorForTags", "SeededCollator", "mask_tokens"]
+__all__ = ["DataCollatorForCMC", "DataCollatorForPairs", "DataCollatorForTags", "SeededCollator", "mask_tokens", "stack_rows"]
 
 
 # ============================================================================================== fine-tuning collators

@@ -2,6 +2,9 @@
 
 A `BatchStream` walks a corpus in a seeded order, epoch after epoch, hands each process its share of every global
 batch, and can say (and restore) exactly where it is, so a killed run resumes on the very batch it would have seen.
+The order depends on the seed and the global batch size only, never on how many processes share the global batch:
+process r of N takes the r-th contiguous block of each global batch, and `next_batch(with_keys=True)` names each row
+by (epoch, batch of the epoch, row of the global batch), the key from which the collators draw its randomness.
 """
 
 import json
@@ -102,8 +105,9 @@ class GalleryRows:
 class BatchStream:
     """
     Endless seeded batches of `batch_size` rows per process from a map-style corpus (reshuffled each epoch) or an
-    iterable one (shuffled with a buffer). Process `rank` of `world_size` takes rows rank, rank + world, ... of
-    every global batch.
+    iterable one (shuffled with a buffer). Process `rank` of `world_size` takes rows rank * batch_size to
+    (rank + 1) * batch_size - 1 of every global batch (contiguous, so that gathering the processes' rows in rank order
+    gives the global batch in its order, as one process would see it).
     """
 
     def __init__(self, corpus, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle_buffer: int = 10_000):
@@ -130,9 +134,11 @@ class BatchStream:
             next(self._rows)
         self.batches_in_epoch = batches_done
 
-    def next_batch(self) -> list[dict]:
-        """This process's rows of the next global batch (a short last batch of an epoch is dropped). A corpus whose
-        whole epoch is shorter than one global batch (a tiny streamed one, say) raises ValueError."""
+    def next_batch(self, with_keys: bool = False) -> list[dict] | tuple[list[dict], list[tuple[int, int, int]]]:
+        """This process's rows of the next global batch (a short last batch of an epoch is dropped); `with_keys`: and
+        each row's key (epoch, batch of the epoch from 1, row of the global batch), the same on any number of
+        processes. A corpus whose whole epoch is shorter than one global batch (a tiny streamed one, say) raises
+        ValueError."""
         if self._rows is None:
             self._start_epoch_at(self.batches_in_epoch)
         global_batch = self.batch_size * self.world_size
@@ -142,7 +148,11 @@ class BatchStream:
                 global_rows.append(row)
                 if len(global_rows) == global_batch:
                     self.batches_in_epoch += 1
-                    return global_rows[self.rank :: self.world_size]
+                    first = self.rank * self.batch_size
+                    rows = global_rows[first : first + self.batch_size]
+                    if not with_keys:
+                        return rows
+                    return rows, [(self.epoch, self.batches_in_epoch, first + i) for i in range(self.batch_size)]
             fresh_epoch_too_short = self.batches_in_epoch == 0
             self.epoch += 1
             self._start_epoch_at(0)

@@ -1,8 +1,10 @@
 """Pre-train VLMixer on unpaired data with Accelerate: text-only sentences mixed with gallery patches (CMC).
 
-Runs as `python scripts/pretrain.py ...` on one process and as `accelerate launch scripts/pretrain.py ...` on several
-processes or GPUs unchanged (DDP by default; FSDP or DeepSpeed through `accelerate config`). Streams, chosen per step
-by --stream_weights:
+Runs as `python scripts/pretrain.py ...` on one process and as `accelerate launch scripts/pretrain.py ...` or
+`torchrun --nproc_per_node N scripts/pretrain.py ...` on several processes or GPUs unchanged (DDP by default; FSDP or
+DeepSpeed through configs/accelerate/), also on CPU (gloo): N processes with --batch_size B train as one process with
+--batch_size N*B (the same rows, mixed and masked the same, the same losses and update, one writer). Streams, chosen per
+step by --stream_weights:
   text   sentences of --text_corpus after cross-modal CutMix with --gallery patches: masked LM, patch-word prediction,
          original-vs-mixed contrast (always available);
   tags   tag-aided visual pre-training on the gallery's image-only rows (their concept tags masked);
@@ -33,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_scheduler
 
@@ -126,7 +129,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--mlm_probability", type=float, default=0.15)
     training.add_argument("--patch_word_share", type=float, default=1.0)
     training.add_argument("--max_length", type=int, default=48)
-    training.add_argument("--batch_size", type=int, default=32, help="per process")
+    training.add_argument("--batch_size", type=int, default=32,
+                          help="per process: the global batch is batch_size x processes (x gradient_accumulation_steps)")  # fmt: skip
     training.add_argument("--max_steps", type=int, default=300)
     training.add_argument("--learning_rate", type=float, default=2e-4)
     training.add_argument("--weight_decay", type=float, default=0.01)
@@ -276,7 +280,7 @@ def build_processor(args, model: VLMixerForPreTraining, gallery: PatchGallery) -
     )
 
 
-def check_cmc_coverage(corpus, processor: VLMixerProcessor, seed: int) -> dict:
+def check_cmc_coverage(corpus, processor: VLMixerProcessor, seed: int, verbose: bool = True) -> dict:
     """
     Says, before the first step, how much of the corpus cross-modal CutMix can mix (on a sample of CMC_SAMPLE
     sentences) and which gallery concepts the corpus names; refuses a corpus in which no sentence can be mixed.
@@ -304,7 +308,8 @@ def check_cmc_coverage(corpus, processor: VLMixerProcessor, seed: int) -> dict:
                 "gallery_concepts_named": len(in_gallery) - len(never), "gallery_concepts": len(gallery.concepts),
                 "sense_check_rejected": len(rejected), "sense_check_candidates": candidates + len(rejected),
                 "sense_check_reasons": dict(reasons)}  # fmt: skip
-    print(f"CMC: {mixable:,} of {len(sentences):,} sampled sentences ({mixable / max(len(sentences), 1):.1%}) name a "
+    say = print if verbose else (lambda *_: None)
+    say(f"CMC: {mixable:,} of {len(sentences):,} sampled sentences ({mixable / max(len(sentences), 1):.1%}) name a "
           f"gallery concept; the corpus names {coverage['gallery_concepts_named']} of the gallery's "
           f"{len(gallery.concepts)} concepts" + (f" (never: {never[:10]})" if never else "") + "; the sense check "
           f"kept {candidates:,} word spans and rejected {len(rejected):,} ({dict(reasons)}).")  # fmt: skip
@@ -315,20 +320,23 @@ def check_cmc_coverage(corpus, processor: VLMixerProcessor, seed: int) -> dict:
             "mentions these concepts, or a vocabulary with the words it uses for them (scripts/build_vocabulary.py)."
         )
     if mixable < 0.05 * len(sentences):
-        print(f"warning: only {mixable / len(sentences):.1%} of the sentences can be mixed; most steps teach no "
+        say(f"warning: only {mixable / len(sentences):.1%} of the sentences can be mixed; most steps teach no "
               "vision-language alignment.")  # fmt: skip
     return coverage
 
 
 def build_streams(args, processor, gallery, accelerator) -> tuple[dict, dict]:
-    """Per stream: a BatchStream of this process's rows and the collator that turns them into a batch."""
+    """
+    Per stream: a BatchStream of this process's rows and the collator that turns them into a batch. Neither depends on
+    the number of processes: the streams walk the corpus in an order set by the seed and the global batch size, and
+    the collators mix and mask each row from the seed and the row's key (epoch, batch, row of the global batch).
+    """
     rank, world = accelerator.process_index, accelerator.num_processes
     weights = parse_weights(args.stream_weights)
     unknown = set(weights) - {"text", "tags", "pairs"}
     if unknown:
         sys.exit(f"Unknown streams {sorted(unknown)}: use text, tags and pairs.")
-    seed = args.seed + 1000 * rank  # each process mixes and masks its own rows differently
-    common = dict(max_length=args.max_length, seed=seed)
+    common = dict(max_length=args.max_length, seed=args.seed)
     streams, collators = {}, {}
     if weights.get("text", 0) > 0:
         try:
@@ -344,10 +352,11 @@ def build_streams(args, processor, gallery, accelerator) -> tuple[dict, dict]:
                  "tags / pairs streams: lower --batch_size or build a bigger gallery.")  # fmt: skip
     if weights.get("tags", 0) > 0:
         streams["tags"] = BatchStream(rows, args.batch_size, args.seed + 1, rank, world)
-        collators["tags"] = DataCollatorForTags(processor, **common)
+        collators["tags"] = DataCollatorForTags(processor, **{**common, "seed": args.seed + 1})
     if weights.get("pairs", 0) > 0:
         streams["pairs"] = BatchStream(rows, args.batch_size, args.seed + 2, rank, world)
-        collators["pairs"] = DataCollatorForPairs(processor, mlm_probability=args.mlm_probability, **common)
+        collators["pairs"] = DataCollatorForPairs(processor, mlm_probability=args.mlm_probability,
+                                                  **{**common, "seed": args.seed + 2})  # fmt: skip
     return streams, collators
 
 
@@ -482,16 +491,62 @@ def plot_losses(metrics_csv: Path, path: Path) -> None:
     plt.close(figure)
 
 
-def train(args) -> dict:
-    """The training loop: pick a stream, collate its batch, step the optimiser; log, checkpoint, resume."""
-    checkpoint, start_step = resume_step(args)
-    check_run_folder(args, start_step)
+def has_accelerator_device() -> bool:
+    """A GPU (or another torch accelerator) to train on; without one the run is on CPU, whatever the launcher."""
+    device = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if device is not None:
+        return device.is_available()
+    return torch.cuda.is_available()
+
+
+def build_accelerator(args) -> Accelerator:
+    """
+    The Accelerator, the one source of truth on how many processes share a step: the losses gather negatives and
+    normalise over the processes of the group it owns, and only its main process writes. Accelerate built without
+    `cpu=True` on a machine with no GPU initialises the process group of `torchrun` / `accelerate launch` but reports
+    one process (each then believes it is the main one), so on CPU it is built with `cpu=True`; a disagreement with
+    torch.distributed or the launcher's WORLD_SIZE left anyway stops the run before it trains.
+    """
     accelerator = Accelerator(
+        cpu=not has_accelerator_device(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=["tensorboard"] if "tensorboard" in args.report_to else None,
         project_dir=args.output_dir,
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    group = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if not launched == group == accelerator.num_processes:
+        sys.exit(f"The launcher started {launched} processes, torch.distributed has {group} and Accelerate "
+                 f"{accelerator.num_processes}: they must agree (see README, 'Training at scale').")  # fmt: skip
+    return accelerator
+
+
+def reduce_step_values(accelerator: Accelerator, steps: list[dict]) -> dict:
+    """
+    The logged values of one optimizer step, the same on every process: each value's mean over the micro-batches and
+    processes that have it. Each process's loss is its share of the global batch's loss times the number of processes
+    (the losses normalise over the global batch, and DDP averages gradients), so that mean is the global batch's loss.
+    """
+    names = [*LOSS_NAMES, "cmc_mixed_share"]
+    totals = torch.zeros(2, len(names), dtype=torch.float64)
+    for values in steps:
+        for index, name in enumerate(names):
+            if values.get(name) is not None:
+                totals[0, index] += float(values[name])
+                totals[1, index] += 1
+    totals = accelerator.reduce(totals.to(accelerator.device), "sum").cpu()
+    return {name: (totals[0, i] / totals[1, i]).item() for i, name in enumerate(names) if totals[1, i] > 0}
+
+
+def train(args) -> dict | None:
+    """
+    The training loop: pick a stream, collate its batch, step the optimiser; log, checkpoint, resume. Returns the run's
+    figures on the main process, None on the others.
+    """
+    checkpoint, start_step = resume_step(args)
+    check_run_folder(args, start_step)
+    accelerator = build_accelerator(args)
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -506,7 +561,7 @@ def train(args) -> dict:
     streams, collators = build_streams(args, processor, gallery, accelerator)
     coverage = None
     if "text" in streams and args.cmc_ratio > 0:
-        coverage = check_cmc_coverage(streams["text"].corpus, processor, args.seed)
+        coverage = check_cmc_coverage(streams["text"].corpus, processor, args.seed, accelerator.is_main_process)
     chooser = StreamChooser(parse_weights(args.stream_weights), args.seed)
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
@@ -517,7 +572,12 @@ def train(args) -> dict:
         scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
     except ValueError as error:
         sys.exit(f"--lr_scheduler_type {args.lr_scheduler_type}: {error}")
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is not prepared: Accelerate's prepared scheduler steps once per process at each optimizer step
+    # (it assumes each process's batches are a share of an epoch it counts per process); this one steps once per
+    # optimizer step, below, as on one process.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if accelerator.process_index:  # dropout: each process draws its own masks (process 0 as a one-process run)
+        set_seed(args.seed + accelerator.process_index)
     stateful = {"chooser": chooser, **{f"stream.{name}": stream for name, stream in streams.items()},
                 **{f"collator.{name}": collator for name, collator in collators.items()}}  # fmt: skip
     training_state = dict(model=model, optimizer=optimizer, scheduler=scheduler, stateful=stateful)
@@ -533,20 +593,22 @@ def train(args) -> dict:
 
     started = time.perf_counter()
     running: dict[str, list[float]] = {}
+    main_process = accelerator.is_main_process
     progress = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps,
                     desc="pre-training", disable=not accelerator.is_local_main_process)  # fmt: skip
     model.train()
     for step in progress:
         stream = chooser.next_stream()
+        micro_steps = []
         for _ in range(args.gradient_accumulation_steps):
             try:
-                rows = streams[stream].next_batch()
+                rows, keys = streams[stream].next_batch(with_keys=True)
             except ValueError as error:  # a streamed corpus shorter than one global batch
                 sys.exit(f"The {stream} stream: {error}")
-            batch = collators[stream](rows)
+            batch = collators[stream](rows, keys)
+            mixed = None
             if stream == "text":
                 mixed = (batch["input_ids"] == processor.image_token_id).any(dim=1).float().mean().item()
-                running.setdefault("cmc_mixed_share", []).append(mixed)
             batch = {key: value.to(accelerator.device) if torch.is_tensor(value) else value for key, value in batch.items()}
             with accelerator.accumulate(model):
                 outputs = model(**model_inputs(stream, batch))
@@ -556,10 +618,12 @@ def train(args) -> dict:
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
                 optimizer.zero_grad()
-        values = {name: getattr(outputs, name).item() for name in LOSS_NAMES if getattr(outputs, name) is not None}
-        for name, value in values.items():
+            values = {name: getattr(outputs, name).item() for name in LOSS_NAMES if getattr(outputs, name) is not None}
+            micro_steps.append({**values, "cmc_mixed_share": mixed})
+        for name, value in reduce_step_values(accelerator, micro_steps).items():
             running.setdefault(name, []).append(value)
         if (step + 1) % args.logging_steps == 0 or step + 1 == args.max_steps:
             means = {name: sum(v) / len(v) for name, v in running.items()}
@@ -570,17 +634,36 @@ def train(args) -> dict:
             running = {}
         if (step + 1) % args.checkpointing_steps == 0 and step + 1 < args.max_steps:
             save_checkpoint(accelerator, args.output_dir, step + 1, training_state)
-    accelerator.end_training()
+    accelerator.wait_for_everyone()
     seconds = time.perf_counter() - started
 
     figures = {"steps": args.max_steps, "resumed_from_step": start_step, "seconds": round(seconds, 1),
                "processes": accelerator.num_processes, "cmc_coverage": coverage}  # fmt: skip
-    if accelerator.is_main_process:
+    state_dict = None  # FSDP and DeepSpeed shard the weights: every process takes part in gathering them whole
+    if not args.no_final_model and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        state_dict = accelerator.get_state_dict(model)
+    if main_process:  # the one writer of the metrics' figures, the loss curves and final/
         figures.update(loss_figures(output_dir / "metrics.csv"))
         plot_losses(output_dir / "metrics.csv", output_dir / "loss_curves.png")
         if not args.no_final_model:
-            save_final(accelerator.unwrap_model(model), processor, args, output_dir / "final", figures)
-    return figures
+            save_final(accelerator.unwrap_model(model), processor, args, output_dir / "final", figures, state_dict)
+    accelerator.wait_for_everyone()
+    # Accelerate's end_training() would destroy the process group under the live DDP model (a hang at exit in some
+    # runs): finish the trackers here, let go of the model, and leave the process group to end_process_group().
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.free_memory()
+    return figures if main_process else None
+
+
+def end_process_group() -> None:
+    """Once the DDP model is gone: all processes meet, then the process group is destroyed (a no-op on one process)."""
+    import gc
+
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def loss_figures(metrics_csv: Path) -> dict:
@@ -595,13 +678,13 @@ def loss_figures(metrics_csv: Path) -> dict:
     return figures
 
 
-def save_final(model, processor, args, folder: Path, figures: dict) -> None:
+def save_final(model, processor, args, folder: Path, figures: dict, state_dict: dict | None = None) -> None:
     """The trained model, its processor (tokenizer, vocabulary, gallery) and a model card stub: a Hub-ready folder,
     written whole beside `folder` and then swapped in, so that a kill leaves the previous final model or this one."""
     final, folder = folder, folder.with_name(f".{folder.name}.partial")
     if folder.exists():
         shutil.rmtree(folder)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, state_dict=state_dict)
     processor.save_pretrained(folder)
     settings = {key: value for key, value in vars(args).items() if key not in ("config", "output")}
     card = [
@@ -615,13 +698,16 @@ def save_final(model, processor, args, folder: Path, figures: dict) -> None:
     replace_directory(folder, final)
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> dict | None:
+    """Trains; the main process prints the figures as the last line on stdout (and writes --output) and returns
+    them, the other processes return None."""
     args = parse_args(argv)
     try:
         figures = train(args)
     except (GalleryError, CorpusError, InputError) as error:  # bad input found late: one line, not a traceback
         sys.exit(f"error: {error}")
-    return report(figures, args.output)
+    end_process_group()
+    return None if figures is None else report(figures, args.output)
 
 
 if __name__ == "__main__":
