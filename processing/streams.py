@@ -160,12 +160,61 @@ class BatchStream:
                 break
         raise ValueError(f"The corpus has {len(global_rows)} rows, fewer than one global batch ({global_batch}).")
 
+    def batches_per_epoch(self) -> int:
+        """Full global batches in an epoch of a map-style corpus."""
+        return len(self.corpus) // (self.batch_size * self.world_size)
+
+    def position(self) -> int:
+        """The index (over all epochs) of the next global batch of a map-style corpus."""
+        return self.epoch * self.batches_per_epoch() + self.batches_in_epoch
+
+    def batch_at(self, index: int) -> tuple[list[dict], list[tuple[int, int, int]]]:
+        """This process's rows and their keys of global batch `index` (over all epochs) of a map-style corpus, without
+        walking to it: what `next_batch(with_keys=True)` gives at that position. A DataLoader worker can collate any
+        batch from its index alone."""
+        if not self.map_style:
+            raise TypeError("batch_at needs a map-style corpus; a streamed one is read in order with next_batch.")
+        epoch, within = divmod(index, self.batches_per_epoch())
+        if getattr(self, "_order_epoch", None) != epoch:
+            self._order, self._order_epoch = np.random.default_rng([self.seed, epoch]).permutation(len(self.corpus)), epoch
+        first = within * self.batch_size * self.world_size + self.rank * self.batch_size
+        rows = [self.corpus[int(i)] for i in self._order[first : first + self.batch_size]]
+        return rows, [(epoch, within + 1, self.rank * self.batch_size + i) for i in range(self.batch_size)]
+
+    def skip_batch(self) -> None:
+        """Moves past one global batch without reading it (its rows were read by `batch_at` elsewhere), leaving the
+        state `next_batch` would (an epoch's end rolls over at the next batch)."""
+        if self.batches_in_epoch == self.batches_per_epoch():
+            self.epoch, self.batches_in_epoch = self.epoch + 1, 0
+        self.batches_in_epoch += 1
+        self._rows = None
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self._rows = state["epoch"], None
         self.batches_in_epoch = state["batches_in_epoch"]
+
+
+class CollatedBatches:
+    """
+    The collated batches of a map-style `BatchStream`, from `start` (a global batch index) on, for a
+    `torch.utils.data.DataLoader` with workers: item i is `collator(*stream.batch_at(start + i))`, a pure function of
+    the index (the collator's randomness comes from the row keys), so workers give exactly the batches the main process
+    would, in order, and a resumed run starts again at its stream's `position()`.
+    """
+
+    def __init__(self, stream: "BatchStream", collator, start: int, count: int):
+        self.stream, self.collator, self.start, self.count = stream, collator, start, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return self.collator(*self.stream.batch_at(self.start + index))
 
 
 class StreamChooser:
@@ -220,4 +269,4 @@ def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
     return sorted(filter(checkpoint_is_complete, found), key=lambda path: int(path.name.removeprefix("step_")))
 
 
-__all__ = ["BatchStream", "CorpusError", "GalleryRows", "StreamChooser", "checkpoint_dirs", "load_text_corpus", "parse_weights"]
+__all__ = ["BatchStream", "CollatedBatches", "CorpusError", "GalleryRows", "StreamChooser", "checkpoint_dirs", "load_text_corpus", "parse_weights"]

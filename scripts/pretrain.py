@@ -54,6 +54,7 @@ from processing.gallery import GalleryError
 from processing.processing_vlmixer import CONCEPTS_NAME, efficientnet_image_processor
 from processing.streams import (
     BatchStream,
+    CollatedBatches,
     CorpusError,
     GalleryRows,
     StreamChooser,
@@ -140,6 +141,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--gradient_accumulation_steps", type=int, default=1)
     training.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
     training.add_argument("--activation_checkpointing", action="store_true")
+    training.add_argument("--dataloader_num_workers", type=int, default=0,
+                          help="processes that collate batches ahead of the step (CMC, masking), per stream of a "
+                               "map-style corpus; the batches and a resume are the same as with 0")  # fmt: skip
     training.add_argument("--seed", type=int, default=0)
     output = parser.add_argument_group("output")
     output.add_argument("--output_dir", default="outputs/pretrain")
@@ -178,6 +182,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
     require(parser, args, {
         "max_steps": POSITIVE, "batch_size": POSITIVE, "gradient_accumulation_steps": POSITIVE,
         "logging_steps": POSITIVE, "checkpointing_steps": POSITIVE, "warmup_steps": NON_NEGATIVE,
+        "dataloader_num_workers": NON_NEGATIVE,
         "image_size": POSITIVE, "learning_rate": FINITE_POSITIVE, "weight_decay": NON_NEGATIVE,
         "max_grad_norm": NON_NEGATIVE, "cmc_ratio": PROBABILITY, "patch_word_share": PROBABILITY,
         "mlm_probability": (lambda value: 0 < value <= 1, "in (0, 1]"),
@@ -358,6 +363,29 @@ def build_streams(args, processor, gallery, accelerator) -> tuple[dict, dict]:
         collators["pairs"] = DataCollatorForPairs(processor, mlm_probability=args.mlm_probability,
                                                   **{**common, "seed": args.seed + 2})  # fmt: skip
     return streams, collators
+
+
+def worker_loaders(args, streams: dict, collators: dict, most_batches: int) -> dict:
+    """
+    With --dataloader_num_workers, per stream of a map-style corpus, an iterator over its collated batches from the
+    stream's current position (after a resume, the checkpoint's), made by DataLoader workers ahead of the step. Each
+    batch is a function of its index and the seed alone, so the batches are those of the main process, in order.
+    """
+    from torch.utils.data import DataLoader
+
+    loaders = {}
+    if args.dataloader_num_workers == 0:
+        return loaders
+    for name, stream in streams.items():
+        if not stream.map_style:
+            print(f"The {name} stream reads a streamed corpus in order: collated on the main process.")
+            continue
+        batches = CollatedBatches(stream, collators[name], stream.position(), most_batches)
+        # its own generator for the workers' base seed: drawn from the global one, it would shift dropout and the
+        # matching loss's negatives against a run without workers
+        loaders[name] = iter(DataLoader(batches, batch_size=None, num_workers=args.dataloader_num_workers,
+                                        prefetch_factor=2, generator=torch.Generator().manual_seed(args.seed)))  # fmt: skip
+    return loaders
 
 
 def model_inputs(stream: str, batch: dict) -> dict:
@@ -590,6 +618,7 @@ def train(args) -> dict | None:
         load_training_state(checkpoint, accelerator, **training_state)
         accelerator.print(f"Resumed from {checkpoint} at step {start_step}.")
     metrics = MetricsLog(output_dir / "metrics.csv", start_step) if accelerator.is_main_process else None
+    loaders = worker_loaders(args, streams, collators, (args.max_steps - start_step) * args.gradient_accumulation_steps)
 
     started = time.perf_counter()
     running: dict[str, list[float]] = {}
@@ -601,11 +630,15 @@ def train(args) -> dict | None:
         stream = chooser.next_stream()
         micro_steps = []
         for _ in range(args.gradient_accumulation_steps):
-            try:
-                rows, keys = streams[stream].next_batch(with_keys=True)
-            except ValueError as error:  # a streamed corpus shorter than one global batch
-                sys.exit(f"The {stream} stream: {error}")
-            batch = collators[stream](rows, keys)
+            if stream in loaders:  # collated ahead by a worker from the stream's position; the stream moves past it
+                batch = next(loaders[stream])
+                streams[stream].skip_batch()
+            else:
+                try:
+                    rows, keys = streams[stream].next_batch(with_keys=True)
+                except ValueError as error:  # a streamed corpus shorter than one global batch
+                    sys.exit(f"The {stream} stream: {error}")
+                batch = collators[stream](rows, keys)
             mixed = None
             if stream == "text":
                 mixed = (batch["input_ids"] == processor.image_token_id).any(dim=1).float().mean().item()
@@ -634,6 +667,7 @@ def train(args) -> dict | None:
             running = {}
         if (step + 1) % args.checkpointing_steps == 0 and step + 1 < args.max_steps:
             save_checkpoint(accelerator, args.output_dir, step + 1, training_state)
+    loaders.clear()  # their workers end
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - started
 

@@ -214,3 +214,22 @@ def test_killed_two_process_run_resumes_exactly(inputs, tmp_path):
     figures = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert 2 <= figures["resumed_from_step"] < STEPS
     assert metrics(killed) == metrics(uninterrupted)  # to the last digit
+
+
+def test_dataloader_workers_collate_the_same_batches_and_resume_exactly(inputs, one_process, tmp_path):
+    workers = ("--dataloader_num_workers", "2")
+    ahead = tmp_path / "workers"
+    run([sys.executable], command(inputs, ahead, 1, *workers, "--no_final_model"))
+    assert metrics(ahead) == metrics(one_process)  # the batches of the main process, to the last digit
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, *command(inputs, killed, 1, *workers, "--no_final_model")],
+                               env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step_2" / "checkpoint.json").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its step-2 checkpoint"
+        time.sleep(0.02)
+    kill_with_workers(process)
+    assert not (killed / "checkpoints" / f"step_{STEPS - 1}").exists(), "killed too late to test a resume"
+    run([sys.executable], command(inputs, killed, 1, *workers, "--no_final_model", "--resume_from_checkpoint", "latest"))
+    assert metrics(killed) == metrics(one_process)
