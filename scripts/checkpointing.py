@@ -19,16 +19,22 @@ whose size or sha256 is not the manifest's, and a world size other than the run'
 split or merged). A file that passes these checks but cannot be parsed (a forged manifest) is a one-line error naming
 it too; `--resume_from_checkpoint latest` does not fall back to an older checkpoint then, because a damaged or changed
 file is worth a look before training on.
+
+Every file is written whole or not at all (scripts/atomic.py), and `save_checkpoint` writes a checkpoint folder into
+a staging folder of its own and swaps it in under a lock on `checkpoints/`: a kill at any step, or a second run saving
+at once, leaves the previous or the new checkpoint whole.
 """
 
 import ctypes
+import errno
 import hashlib
 import json
 import os
 import random
 import shutil
 import sys
-from contextlib import contextmanager
+import uuid
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +45,14 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from processing.streams import CHECKPOINT_MANIFEST
 
+from atomic import atomic_path, fsync_path
+from atomic import atomic_write_text as atomic_write_text  # pretrain.py's metrics files; one mechanism for all files
+
+
+try:
+    import fcntl
+except ImportError:  # Windows: no folder locks
+    fcntl = None
 
 FORMAT, VERSION = "vlmixer-training-state", 1
 PICKLE_SUFFIXES = (".pkl", ".bin", ".pt", ".pth")
@@ -56,7 +70,7 @@ def plain(value):
 
 
 def write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, default=plain))
+    atomic_write_text(path, json.dumps(value, default=plain))
 
 
 def split_tensors(value, key: str = "") -> tuple[object, dict[str, torch.Tensor]]:
@@ -89,7 +103,8 @@ def join_tensors(value, tensors: dict[str, torch.Tensor]):
 
 def save_split(folder: Path, stem: str, state) -> None:
     structure, tensors = split_tensors(state, stem)
-    save_file(tensors, folder / f"{stem}.safetensors")
+    with atomic_path(folder / f"{stem}.safetensors") as temporary:
+        save_file(tensors, temporary)
     write_json(folder / f"{stem}.json", structure)
 
 
@@ -164,7 +179,8 @@ def save_training_state(folder, accelerator, model, optimizer, scheduler, statef
     objects = {name: obj.state_dict() for name, obj in stateful.items()}
     save_split(folder, f"process_{accelerator.process_index}", {"rng": rng_state(), "stateful": objects})
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), str(folder / "model.safetensors"))
+        with atomic_path(folder / "model.safetensors") as temporary:
+            save_model(accelerator.unwrap_model(model), str(temporary))
         save_split(folder, "optimizer", optimizer.state_dict())
         write_json(folder / "scheduler.json", scheduler.state_dict())
         if accelerator.scaler is not None:
@@ -254,6 +270,11 @@ def load_training_state(folder, accelerator, model, optimizer, scheduler, statef
     """Restores what save_training_state wrote, after verify_checkpoint; returns the checkpoint's step."""
     require_supported(accelerator)
     folder = Path(folder)
+    with folder_lock(folder.parent, shared=True) if folder.parent.is_dir() else nullcontext():  # not mid-swap
+        return load_verified(folder, accelerator, model, optimizer, scheduler, stateful)
+
+
+def load_verified(folder: Path, accelerator, model, optimizer, scheduler, stateful: dict) -> int:
     manifest = verify_checkpoint(folder, accelerator.num_processes)
     with reading(folder / "model.safetensors"):
         load_model(accelerator.unwrap_model(model), folder / "model.safetensors", strict=True)
@@ -280,28 +301,20 @@ def load_training_state(folder, accelerator, model, optimizer, scheduler, statef
 # ---------------------------------------------------------------------------------------------- atomic writes
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Writes `path` whole or not at all: a temporary sibling, fsynced, then renamed over it."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("w", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def exchange_paths(first: Path, second: Path) -> bool:
-    """Swaps two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    """Swaps two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the system or the file system
+    cannot; an OSError for any other failure (a path gone), never a fall-back that would move the target aside."""
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
     at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
 def replace_directory(new, target) -> None:
@@ -311,9 +324,12 @@ def replace_directory(new, target) -> None:
     old folder is moved aside first: a kill between the two renames leaves it whole at `.<name>.previous`.
     """
     new, target = Path(new), Path(target)
+    if not new.is_dir():
+        raise FileNotFoundError(f"{new} is not a folder: nothing to put at {target}")
     if not target.exists():
         os.replace(new, target)
     elif exchange_paths(new, target):
+        fsync_path(target.parent, directory=True)
         shutil.rmtree(new)  # it now holds the old folder
     else:
         aside = target.with_name(f".{target.name}.previous")
@@ -321,4 +337,74 @@ def replace_directory(new, target) -> None:
             shutil.rmtree(aside)
         os.replace(target, aside)
         os.replace(new, target)
+        fsync_path(target.parent, directory=True)
         shutil.rmtree(aside)
+        return
+    fsync_path(target.parent, directory=True)
+
+
+# ---------------------------------------------------------------------------------------------- whole checkpoints
+
+
+STAGING_PREFIX = ".partial_step_"  # checkpoints/.partial_step_<N>.<save id>: a save in progress (or killed)
+
+
+@contextmanager
+def folder_lock(folder, shared: bool = False):
+    """An flock on the folder itself (no lock file left behind; none on Windows): exclusive for a save into it, shared
+    for a load from it, so that a load never reads a checkpoint while another run swaps it."""
+    if fcntl is None:
+        yield
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def save_id(accelerator) -> str:
+    """A name for this save that every process of the run shares (the main process draws it)."""
+    drawn = [uuid.uuid4().hex[:12]]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(drawn, from_process=0)
+    return drawn[0]
+
+
+def remove_leftovers(root: Path) -> None:
+    """What killed saves left in `checkpoints/` (their staging folders, a folder moved aside): no save is running,
+    since the caller holds the folder's lock."""
+    for path in root.iterdir():
+        if path.name.startswith(STAGING_PREFIX) or (path.name.startswith(".step_") and path.name.endswith(".previous")):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def save_checkpoint(checkpoints_dir, accelerator, model, optimizer, scheduler, stateful: dict, step: int) -> Path:
+    """
+    `checkpoints_dir/step_<step>`, whole or not at all: the training state goes into a staging folder of this save
+    alone (`.partial_step_<step>.<id>`), which then replaces `step_<step>` in one atomic swap. The main process holds
+    an exclusive lock on `checkpoints_dir` from before the staging folder exists until the swap, so that two runs saving
+    into one folder at once (two resumes of one run, say) take turns, and each save first removes what killed saves
+    left. A kill at any point leaves the previous `step_<step>` (or none) or the new one, each with its manifest;
+    `--resume_from_checkpoint latest` (processing.streams.checkpoint_dirs) sees only whole ones.
+    """
+    root = Path(checkpoints_dir)
+    final = root / f"step_{step}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+    staging = root / f"{STAGING_PREFIX}{step}.{save_id(accelerator)}"
+    with folder_lock(root) if accelerator.is_main_process else nullcontext():
+        if accelerator.is_main_process:
+            remove_leftovers(root)
+        accelerator.wait_for_everyone()  # the other processes write into the staging folder only once we hold the lock
+        save_training_state(staging, accelerator, model, optimizer, scheduler, stateful, step)
+        if accelerator.is_main_process:
+            replace_directory(staging, final)
+    accelerator.wait_for_everyone()
+    return final

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atomic import atomic_path, atomic_write_text
 from figures import report
 
 
@@ -151,9 +152,8 @@ def cached(cache: Path, compute) -> dict[str, np.ndarray]:
     if not cache.exists():
         arrays = compute()
         cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(".partial")
-        save_file(arrays, str(partial))
-        partial.replace(cache)
+        with atomic_path(cache) as temporary:
+            save_file(arrays, str(temporary))
     return load_file(str(cache))
 
 
@@ -240,10 +240,9 @@ def write_heldout(folder, features: np.ndarray, labels: np.ndarray, image_ids: n
     """Writes held-out training images' features and concept ids (into the vocabulary's labels) next to a gallery."""
     from safetensors.numpy import save_file
 
-    partial = Path(folder) / (HELDOUT_NAME + ".partial")
-    save_file({"features": features.astype(np.float16), "labels": labels, "image_ids": image_ids}, str(partial),
-              metadata={"preprocessing": json.dumps(preprocessing)})  # fmt: skip
-    partial.replace(Path(folder) / HELDOUT_NAME)
+    with atomic_path(Path(folder) / HELDOUT_NAME) as temporary:
+        save_file({"features": features.astype(np.float16), "labels": labels, "image_ids": image_ids}, str(temporary),
+                  metadata={"preprocessing": json.dumps(preprocessing)})  # fmt: skip
 
 
 def heldout_features(gallery_dir: Path, test_set: TestSet, vocabulary) -> tuple[np.ndarray, np.ndarray] | None:
@@ -314,9 +313,7 @@ def choose_prompt(model, processor, features: np.ndarray, labels: np.ndarray, co
 def write_eval_results(folder: Path, figures: dict) -> None:
     """Records the zero-shot figures, with the prompt chosen for this checkpoint, in its folder (whole or not at all)."""
     record = json.dumps({key: figures[key] for key in RECORDED_FIGURES}, indent=2) + "\n"
-    partial = folder / (EVAL_RESULTS_NAME + ".partial")
-    partial.write_text(record)
-    partial.replace(folder / EVAL_RESULTS_NAME)
+    atomic_write_text(Path(folder) / EVAL_RESULTS_NAME, record)
 
 
 def recorded_prompt(model: str) -> str:
@@ -402,7 +399,8 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, class_names: lis
     axis.set(xlabel="zero-shot prediction", ylabel="true class",
              title=f"VLMixer zero-shot on the test images ({accuracy:.1%}, no pairs seen)")  # fmt: skip
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format=Path(path).suffix.lstrip(".").lower() or "png")
     plt.close(figure)
 
 

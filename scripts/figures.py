@@ -1,13 +1,15 @@
 """The scripts' common ending: their figures as one JSON line, printed last on stdout and written to --output."""
 
 import json
-from pathlib import Path
+
+from atomic import atomic_write_text
 
 
 def report(figures: dict, output: str | None = None) -> dict:
-    """Prints `figures` as the last line on stdout (and writes it to `output` when given); returns them."""
+    """Prints `figures` as the last line on stdout (and writes it to `output`, whole or not at all, when given);
+    returns them."""
     line = json.dumps(figures)
     if output:
-        Path(output).write_text(line + "\n")
+        atomic_write_text(output, line + "\n")
     print(line)
     return figures

@@ -23,6 +23,7 @@ from finetuning import (
     FullSetTrainer,
     base_parser,
     batches,
+    exits_in_one_line,
     load_model,
     load_processor,
     load_task_data,
@@ -86,6 +87,7 @@ def caption_metrics(processor, collator, batch_size: int, num_beams: int, max_ne
     return compute
 
 
+@exits_in_one_line
 def main(argv=None) -> dict:
     args = parse_args(argv)
     processor = load_processor(args)

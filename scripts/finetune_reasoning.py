@@ -14,7 +14,7 @@ Example:
 from modeling_vlmixer import VLMixerForVisualReasoning
 from processing.collators import DataCollatorForVisualReasoning
 
-from finetuning import base_parser, finetune_classifier
+from finetuning import base_parser, exits_in_one_line, finetune_classifier
 
 
 TASK = "reasoning"
@@ -28,6 +28,7 @@ def parse_args(argv=None):
     return base_parser(__doc__, TASK, COLUMNS).parse_args(argv)
 
 
+@exits_in_one_line
 def main(argv=None) -> dict:
     return finetune_classifier(parse_args(argv), TASK, VLMixerForVisualReasoning, DataCollatorForVisualReasoning)
 

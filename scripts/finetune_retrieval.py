@@ -26,6 +26,7 @@ from finetuning import (
     FullSetTrainer,
     base_parser,
     batches,
+    exits_in_one_line,
     load_model,
     load_processor,
     load_task_data,
@@ -53,8 +54,8 @@ def embed_split(model, dataset, collator, batch_size: int):
     """Unit text and image embeddings of every row, and the whole split collated once (for re-ranking)."""
     texts, images = [], []
     for batch in batches(dataset, collator, batch_size, model.device):
-        texts.append(model.get_text_features(batch["input_ids"], batch["attention_mask"]))
-        images.append(model.get_image_features(batch["visual_features"], batch["visual_boxes"], batch["region_mask"]))
+        texts.append(model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output)
+        images.append(model.get_image_features(batch["visual_features"], batch["visual_boxes"], batch["region_mask"]).pooler_output)
     return torch.cat(texts), torch.cat(images)
 
 
@@ -98,6 +99,7 @@ def retrieval_metrics(collator, batch_size: int, rerank_k: int):
     return compute
 
 
+@exits_in_one_line
 def main(argv=None) -> dict:
     args = parse_args(argv)
     processor = load_processor(args)

@@ -20,8 +20,17 @@ from transformers import Trainer
 from modeling_vlmixer import VLMixerForQuestionAnswering
 from processing.collators import DataCollatorForImageText
 from processing.metrics import metric_path
+from processing.tasks import TaskDataError
 
-from finetuning import base_parser, load_model, load_processor, load_task_data, run, training_arguments
+from finetuning import (
+    base_parser,
+    exits_in_one_line,
+    load_model,
+    load_processor,
+    load_task_data,
+    run,
+    training_arguments,
+)
 
 
 TASK = "vqa"
@@ -41,7 +50,13 @@ def answer_vocabulary(data_dir: str, train) -> list[str]:
     first appearance."""
     for candidate in (Path(data_dir) / TASK / "answers.json", Path(data_dir) / "answers.json"):
         if candidate.is_file():
-            return list(json.loads(candidate.read_text()))
+            try:
+                answers = json.loads(candidate.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise TaskDataError(f"{candidate} is not JSON ({error}): it should hold a list of answers.") from None
+            if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+                raise TaskDataError(f"{candidate} should hold a non-empty JSON list of answers (strings).")
+            return answers
     return list(dict.fromkeys(answer for answers in train["answers"] for answer in answers))
 
 
@@ -62,6 +77,7 @@ def vqa_compute_metrics(answers: list[str]):
     return compute
 
 
+@exits_in_one_line
 def main(argv=None) -> dict:
     args = parse_args(argv)
     processor = load_processor(args)

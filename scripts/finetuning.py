@@ -2,9 +2,14 @@
 the final test evaluation, saving and the JSON report. Each script adds its head, collator and metrics."""
 
 import argparse
+import functools
+import inspect
+import math
 import os
+import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +30,17 @@ from processing.tasks import (
     region_requests,
 )
 
+from atomic import atomic_write_text
 from figures import report
-from inputs import check_finite_weights
+from inputs import (
+    FINITE_POSITIVE,
+    NON_NEGATIVE,
+    POSITIVE,
+    InputError,
+    check_finite_weights,
+    check_tokenizer,
+    require,
+)
 
 
 DEFAULT_MODEL = "vlmixer-small"
@@ -47,9 +61,52 @@ from it are computed once with the model's backbone and added (or pass --region_
 # ============================================================================================== arguments
 
 
+def exits_in_one_line(main: Callable) -> Callable:
+    """A fine-tuning script's `main`: bad data or inputs (TaskDataError, InputError) end it with one line naming the
+    problem and exit status 1, no traceback, as pretrain.py and build_gallery.py do."""
+    script = Path(inspect.getfile(main)).stem
+
+    @functools.wraps(main)
+    def checked(argv=None):
+        try:
+            return main(argv)
+        except (TaskDataError, InputError) as error:
+            sys.exit(f"{script}: {' '.join(str(error).split())}")
+
+    return checked
+
+
+# option -> (predicate, what it must be); None passes (the options that may be left out)
+RULES = {
+    "num_train_epochs": FINITE_POSITIVE,
+    "max_steps": (lambda value: value == -1 or value >= 1, "-1 (use --num_train_epochs) or a positive integer"),
+    "learning_rate": FINITE_POSITIVE,
+    "warmup_ratio": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "weight_decay": (lambda value: math.isfinite(value) and value >= 0, "0 or more"),
+    "per_device_train_batch_size": POSITIVE,
+    "per_device_eval_batch_size": POSITIVE,
+    "max_length": (lambda value: value >= 4, "at least 4 (tokens and regions of a sequence)"),
+    "max_train_samples": POSITIVE,
+    "max_eval_samples": POSITIVE,
+    "save_total_limit": POSITIVE,
+    "num_beams": POSITIVE,  # the task scripts' own options
+    "max_new_tokens": POSITIVE,
+    "rerank_k": NON_NEGATIVE,
+}
+
+
+class FinetuneParser(argparse.ArgumentParser):
+    """Refuses an option outside its range (RULES) in one line, exit status 2, before anything is loaded."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        require(self, parsed, {name: rule for name, rule in RULES.items() if hasattr(parsed, name)})
+        return parsed
+
+
 def base_parser(description: str, task: str, columns: str) -> argparse.ArgumentParser:
     """The arguments every fine-tuning script takes; `columns` describes the task's data columns for --help."""
-    parser = argparse.ArgumentParser(
+    parser = FinetuneParser(
         description=description + "\n" + DATA_FORMAT.format(task=task, columns=columns),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -140,6 +197,19 @@ def integer_label_names(splits: dict) -> list[str]:
 
 
 def region_cache(args, processor: VLMixerProcessor, datasets: list) -> RegionFeatureCache:
+    """The region features of every split; a cache or an image that cannot be read is a TaskDataError naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        return open_region_cache(args, processor, datasets)
+    except TaskDataError:
+        raise
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
+        source = f"--region_features {args.region_features}" if args.region_features else "Region features"
+        raise TaskDataError(f"{source}: {str(error).strip() or type(error).__name__}") from None
+
+
+def open_region_cache(args, processor: VLMixerProcessor, datasets: list) -> RegionFeatureCache:
     root = data_root(args.data_dir)
     if args.region_features:
         return RegionFeatureCache.open(args.region_features, root)
@@ -179,20 +249,45 @@ def load_model(model_class, args, **config_overrides):
     that the fresh heads start the same in every run."""
     set_seed(args.seed)
     if not args.from_scratch:
-        model = model_class.from_pretrained(args.model, **config_overrides)
+        with loading("--model", args.model):
+            model = model_class.from_pretrained(args.model, **config_overrides)
         check_finite_weights(model, args.model)  # 0xFF bytes load as NaN without a word
         return model
+    pretrained = model_config(args.model)
+    vision = {name: getattr(pretrained, name) for name in VISION_SETTINGS if hasattr(pretrained, name)}
+    bert = args.bert_model or default_bert_model()
+    with loading("--bert_model", bert):
+        return model_class.from_bert_pretrained(bert, **vision, **config_overrides)
+
+
+@contextmanager
+def loading(option: str, source: str):
+    """A model, config or processor that cannot be loaded from `source`: an InputError naming the option."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        if isinstance(error, InputError | TaskDataError):
+            raise
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise InputError(f"Cannot load {option} {source}: {first}") from None
+
+
+def model_config(source: str):
     from transformers import AutoConfig
 
     import modeling_vlmixer  # noqa: F401  registers the config with AutoConfig
 
-    pretrained = AutoConfig.from_pretrained(args.model)
-    vision = {name: getattr(pretrained, name) for name in VISION_SETTINGS if hasattr(pretrained, name)}
-    return model_class.from_bert_pretrained(args.bert_model or default_bert_model(), **vision, **config_overrides)
+    with loading("--model", source):
+        return AutoConfig.from_pretrained(source)
 
 
 def load_processor(args) -> VLMixerProcessor:
-    return VLMixerProcessor.from_pretrained(args.model)
+    """The checkpoint's processor, its tokenizer checked against the model's vocabulary as pretrain.py does (a folder
+    without tokenizer files loads a tokenizer of 5 special tokens that turns every word into [UNK])."""
+    with loading("--model", args.model):
+        processor = VLMixerProcessor.from_pretrained(args.model)
+    check_tokenizer(processor.tokenizer, model_config(args.model).vocab_size, args.model)
+    return processor
 
 
 # ============================================================================================== training
@@ -240,8 +335,8 @@ class TrainingArgumentsAsJson(TrainerCallback):
 def json_training_arguments(folder: Path, args: TrainingArguments) -> None:
     pickled = Path(folder) / "training_args.bin"
     if pickled.exists():
+        atomic_write_text(Path(folder) / "training_args.json", args.to_json_string())  # before the pickle goes
         pickled.unlink()
-        (Path(folder) / "training_args.json").write_text(args.to_json_string())
 
 
 class FullSetTrainer(Trainer):
@@ -347,6 +442,7 @@ def run(args, task: str, trainer: Trainer, data: TaskData, processor: VLMixerPro
 
 __all__ = [
     "DATA_FORMAT",
+    "exits_in_one_line",
     "accuracy_and_macro_f1",
     "FullSetTrainer",
     "TaskData",
