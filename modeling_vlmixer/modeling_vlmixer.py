@@ -37,7 +37,7 @@ from transformers.models.bert.modeling_bert import (
     BertSelfAttention,
 )
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, is_torchdynamo_compiling, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -66,6 +66,17 @@ GENERATION_CACHE_INPUTS = ("past_key_values", "cache", "use_cache", "cache_posit
 MAX_LOGIT_SCALE = 4.6052  # ln(100), CLIP's bound on the inverse temperature
 
 
+def validating_values() -> bool:
+    """
+    Whether input checks that read tensor values (token id ranges, placeholder counts, NaN features, box ranges) run.
+
+    They run in eager mode. Under `torch.compile` / `torch.export` they are skipped, as transformers' own models skip
+    theirs: a check such as `int(input_ids.max()) >= vocab_size` needs the value on the host, a data-dependent guard
+    that breaks the graph (and fails `fullgraph=True`). Checks on shapes still run when compiling.
+    """
+    return not is_torchdynamo_compiling()
+
+
 def box_geometry(boxes: torch.Tensor, box_dim: int) -> torch.Tensor:
     """(N, 4) normalised x1, y1, x2, y2 -> (N, box_dim): the corners, then width and height when box_dim is 6."""
     if box_dim == 4:
@@ -78,6 +89,8 @@ BOX_TOLERANCE = 1e-3  # normalised coordinates may overshoot [0, 1] by rounding,
 
 def check_boxes(boxes: torch.Tensor, name: str) -> None:
     """Boxes are normalised x1, y1, x2, y2: finite and within [0, 1] (a pixel box or a corrupt value is refused)."""
+    if not validating_values():
+        return
     if not torch.isfinite(boxes).all():
         raise ValueError(f"`{name}` contain NaN or infinite values.")
     if boxes.numel() and (float(boxes.min()) < -BOX_TOLERANCE or float(boxes.max()) > 1 + BOX_TOLERANCE):
@@ -391,7 +404,7 @@ class VLMixerModel(VLMixerPreTrainedModel):
                 "A per-example (batch, query, key) attention mask needs sdpa, eager or flex attention, not flash."
             )
         allowed = attention_mask.to(device=embeddings.device, dtype=torch.bool)
-        if not bool(allowed.any(dim=-1).all()):
+        if validating_values() and not bool(allowed.any(dim=-1).all()):
             raise ValueError("Every query must be allowed to attend at least one key in `attention_mask`.")
 
         def per_example(batch_idx, head_idx, q_idx, kv_idx):
@@ -418,24 +431,26 @@ class VLMixerModel(VLMixerPreTrainedModel):
                 f"{tuple(tokens.shape)}; pass at least one sequence of at least one token."
             )
         config = self.config
+        length = tokens.shape[1]
+        if position_ids is None and length > config.max_position_embeddings:
+            raise ValueError(
+                f"The sequences have {length} tokens, more than max_position_embeddings="
+                f"{config.max_position_embeddings}; truncate them (the processor does, to max_length)."
+            )
+        if not validating_values():
+            return  # the checks below read tensor values (see `validating_values`)
         if input_ids is not None and input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size):
             bad = input_ids[(input_ids < 0) | (input_ids >= config.vocab_size)]
             raise ValueError(
                 f"`input_ids` hold token ids outside the vocabulary [0, {config.vocab_size}), e.g. {int(bad[0])}: was "
                 "the text tokenized with another tokenizer?"
             )
-        length = tokens.shape[1]
         if position_ids is not None and position_ids.numel():
             if int(position_ids.min()) < 0 or int(position_ids.max()) >= config.max_position_embeddings:
                 raise ValueError(
                     f"`position_ids` must lie in [0, max_position_embeddings={config.max_position_embeddings}), got "
                     f"[{int(position_ids.min())}, {int(position_ids.max())}]."
                 )
-        elif length > config.max_position_embeddings:
-            raise ValueError(
-                f"The sequences have {length} tokens, more than max_position_embeddings="
-                f"{config.max_position_embeddings}; truncate them (the processor does, to max_length)."
-            )
         if token_type_ids is not None and token_type_ids.numel():
             if int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= config.type_vocab_size:
                 raise ValueError(f"`token_type_ids` must lie in [0, type_vocab_size={config.type_vocab_size}).")
@@ -453,11 +468,16 @@ class VLMixerModel(VLMixerPreTrainedModel):
             if visual_features is not None:
                 raise ValueError("Pass either `visual_features` or `pixel_values`, not both.")
             visual_features = self.get_visual_features(pixel_values)
+        num_features = 0 if visual_features is None else visual_features.shape[0]
         if input_ids is None and visual_features is None:
             num_placeholders = 0  # embeddings without visual inputs: nothing to look for
+        elif not validating_values():
+            # Compiling: the count is a tensor value, not checked (an in-graph `torch._check_tensor_all` would break
+            # the graph of a plain `torch.compile`). Too few features still fail in `masked_scatter` (RuntimeError);
+            # extra feature rows are ignored.
+            num_placeholders = num_features
         else:
             num_placeholders = int(self.embeddings.placeholder_mask(input_ids, inputs_embeds).sum())
-        num_features = 0 if visual_features is None else visual_features.shape[0]
         if num_placeholders != num_features:
             where = "`input_ids`" if input_ids is not None else "`inputs_embeds` (rows equal to its word embedding)"
             raise ValueError(
@@ -472,7 +492,7 @@ class VLMixerModel(VLMixerPreTrainedModel):
                 f"`visual_features` must have shape (num_visual_tokens, {self.config.visual_feature_dim}) for "
                 f"backbone {self.config.backbone_id!r}, got {tuple(visual_features.shape)}."
             )
-        if not torch.isfinite(visual_features).all():
+        if validating_values() and not torch.isfinite(visual_features).all():
             raise ValueError("`visual_features` contain NaN or infinite values.")
         if visual_boxes is None:
             # A patch given without its box is taken as a whole image.

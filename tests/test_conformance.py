@@ -190,6 +190,45 @@ def test_sequences_longer_than_the_position_table_are_refused():
     model(input_ids=too_long[:, :64])  # the longest allowed runs
 
 
+# ---------------------------------------------------------------------------------------------- torch.compile
+
+
+def test_fullgraph_compile_of_the_model_equals_eager_and_eager_still_validates():
+    """
+    `torch.compile(model, fullgraph=True)` traces the forward in one graph: the checks that read tensor values are
+    skipped while compiling (as in transformers' models) and the visual tokens are scattered by `masked_scatter`.
+    Text-only inputs, visual tokens, and (automatic dynamic shapes) a second sequence length.
+    """
+    model = make(VLMixerModel)
+    visual = tiny_batch(model.config)
+    text_only = dict(input_ids=torch.tensor([[CLS, 7, 8, 9, SEP, 0], [CLS, 10, 11, 12, 13, SEP]]),
+                     attention_mask=torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]))  # fmt: skip
+    longer = dict(visual, input_ids=torch.cat([visual["input_ids"], visual["input_ids"][:, :3]], dim=1),
+                  attention_mask=torch.cat([visual["attention_mask"], torch.ones(2, 3, dtype=torch.long)], dim=1),
+                  visual_features=torch.cat([visual["visual_features"], visual["visual_features"][:1]]),
+                  visual_boxes=torch.cat([visual["visual_boxes"], visual["visual_boxes"][:1]]))  # a 4th placeholder  # fmt: skip
+    one_placeholder_less = visual["input_ids"].clone()
+    one_placeholder_less[0, 2] = 9
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    try:
+        with torch.no_grad():
+            for inputs in (text_only, visual, longer):
+                expected, got = model(**inputs), compiled(**inputs)
+                torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state, atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(got.pooler_output, expected.pooler_output, atol=1e-5, rtol=1e-5)
+            with pytest.raises(RuntimeError):  # the count is unchecked when compiling, but masked_scatter runs short
+                compiled(**dict(visual, visual_features=visual["visual_features"][:2],
+                                visual_boxes=visual["visual_boxes"][:2]))  # fmt: skip
+    finally:
+        torch._dynamo.reset()
+    # Eager mode still checks values, with clear messages.
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(**dict(visual, input_ids=visual["input_ids"].masked_fill(visual["input_ids"] == 7, 500)))
+    with pytest.raises(ValueError, match="2 visual placeholders"):
+        model(**dict(visual, input_ids=one_placeholder_less))
+
+
 # ---------------------------------------------------------------------------------------------- processor
 
 
