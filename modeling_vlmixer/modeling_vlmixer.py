@@ -637,6 +637,16 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def any_process(flag: bool, device) -> bool:
+    """Whether `flag` holds on any process: a loss whose reduction calls all_reduce must be computed by every process
+    or by none, else a process whose batch happens to lack its targets leaves the others waiting forever."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value)
+    return bool(value > 0)
+
+
 def global_mean(loss_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """
     `loss_sum / count` over the whole global batch. In distributed training each process divides its own sum by the
@@ -1090,7 +1100,7 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
         losses, embeds = {}, {"hidden_states": outputs.hidden_states, "attentions": outputs.attentions}
         if labels is not None:
             losses["mlm_loss"] = self.token_prediction_loss(hidden, labels)
-        if patch_word_labels is not None and bool((patch_word_labels != IGNORE_INDEX).any()):
+        if patch_word_labels is not None and any_process(bool((patch_word_labels != IGNORE_INDEX).any()), hidden.device):
             losses["patch_word_loss"] = self.token_prediction_loss(hidden, patch_word_labels)
         config = self.config
         if original_input_ids is None or config.contrastive_loss_weight == config.patch_alignment_loss_weight == 0:
@@ -1110,7 +1120,8 @@ class VLMixerForPreTraining(VLMixerImageTextMixin, VLMixerPreTrainedModelWithMLM
                 losses["contrastive_loss"] = self.momentum_info_nce(
                     embeds["text_embeds"], embeds["mixed_embeds"], original, mixed
                 )
-        if config.patch_alignment_loss_weight > 0 and bool((mixed["input_ids"] == config.image_token_id).any()):
+        image_tokens = bool((mixed["input_ids"] == config.image_token_id).any())
+        if config.patch_alignment_loss_weight > 0 and any_process(image_tokens, hidden.device):
             losses["patch_alignment_loss"] = self.patch_alignment_loss(
                 hidden, original_hidden, mixed["input_ids"], mixed["position_ids"]
             )

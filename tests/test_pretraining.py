@@ -159,13 +159,16 @@ def test_saved_pretraining_model_loads_with_auto_classes(model, processor, tmp_p
 # ---------------------------------------------------------------------------------------------- distributed
 
 
-def test_two_processes_give_the_loss_and_gradients_of_one(minilm_path, tmp_path):
+@pytest.mark.parametrize("split", ["interleaved", "uneven"])
+def test_two_processes_give_the_loss_and_gradients_of_one(minilm_path, tmp_path, split):
+    """`uneven`: one process's rows hold no visual token. The losses that reduce over all processes (patch-word,
+    patch alignment) must still run on both, or the process that skips them leaves the other waiting forever."""
     helper = str(REPO_ROOT / "tests" / "helpers" / "distributed_check.py")
-    subprocess.run([sys.executable, helper, str(tmp_path / "one.pt"), minilm_path], check=True, timeout=300)
+    subprocess.run([sys.executable, helper, str(tmp_path / "one.pt"), minilm_path, split], check=True, timeout=300)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
-    result = subprocess.run([*launch, helper, str(tmp_path / "two.pt"), minilm_path], capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run([*launch, helper, str(tmp_path / "two.pt"), minilm_path, split], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("one", "two"))
     assert (one["world"], two["world"]) == (1, 2)

@@ -21,7 +21,11 @@ SENTENCES = [
 ]  # fmt: skip
 
 
-def global_batch(tokenizer_path: str) -> dict:
+# Half the rows name no concept: split by halves, the second process gets no visual token at all.
+UNEVEN_SENTENCES = SENTENCES[:4] + ["The meeting was moved.", "Prices rose again.", "It rained all day.", "Hello."]
+
+
+def global_batch(tokenizer_path: str, sentences: list[str]) -> dict:
     builder = PatchGalleryBuilder("precomputed:check", 16)
     rng = np.random.default_rng(0)
     vocabulary = ConceptVocabulary.fashion_mnist()
@@ -29,7 +33,7 @@ def global_batch(tokenizer_path: str) -> dict:
         builder.add(concept, rng.normal(size=(3, 16)), np.tile([0.0, 0.0, 1.0, 1.0], (3, 1)), np.arange(3), np.ones(3))
     processor = VLMixerProcessor(AutoTokenizer.from_pretrained(tokenizer_path), efficientnet_image_processor(32),
                                  backbone_id="precomputed:check", concepts=vocabulary, gallery=builder.build())  # fmt: skip
-    return DataCollatorForCMC(processor, cmc_ratio=0.7, mlm_probability=0.3, seed=0)([{"text": s} for s in SENTENCES])
+    return DataCollatorForCMC(processor, cmc_ratio=1.0, mlm_probability=0.3, seed=0)([{"text": s} for s in sentences])
 
 
 def rows_of(batch: dict, rows: list[int], image_token_id: int) -> dict:
@@ -40,16 +44,18 @@ def rows_of(batch: dict, rows: list[int], image_token_id: int) -> dict:
     return {key: value[patches] if key.startswith("visual_") else value[rows] for key, value in batch.items()}
 
 
-def main(output_file: str, tokenizer_path: str) -> None:
+def main(output_file: str, tokenizer_path: str, uneven: bool = False) -> None:
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     config = VLMixerConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=64, visual_feature_dim=16, vision_backbone="precomputed",
                            feature_source="check", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
     model = VLMixerForPreTraining(config)
-    batch = global_batch(tokenizer_path)
+    batch = global_batch(tokenizer_path, UNEVEN_SENTENCES if uneven else SENTENCES)
     rank, world = accelerator.process_index, accelerator.num_processes
-    local = rows_of(batch, list(range(rank, len(SENTENCES), world)), config.image_token_id)
+    share = len(SENTENCES) // world  # uneven: contiguous halves, so the second holds no visual token
+    rows = list(range(rank * share, (rank + 1) * share)) if uneven else list(range(rank, len(SENTENCES), world))
+    local = rows_of(batch, rows, config.image_token_id)
     model = accelerator.prepare(model)
     outputs = model(**local)
     accelerator.backward(outputs.loss)
@@ -61,4 +67,4 @@ def main(output_file: str, tokenizer_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], uneven=len(sys.argv) > 3 and sys.argv[3] == "uneven")
