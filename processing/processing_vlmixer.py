@@ -595,9 +595,10 @@ class VLMixerProcessor(ProcessorMixin):
 
         if (concepts_file := optional_file(CONCEPTS_NAME)) is not None:
             processor.vocabulary = ConceptVocabulary.from_json(concepts_file)
-        gallery_config = optional_file(GALLERY_CONFIG_NAME)
-        if gallery_config is not None and optional_file(GALLERY_WEIGHTS_NAME) is not None:
-            processor.set_gallery(PatchGallery.load(os.path.dirname(gallery_config), processor.backbone_id))
+        # Either gallery file means a gallery: one without the other is refused by load, naming the missing file.
+        found = next(filter(None, map(optional_file, (GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME))), None)
+        if found is not None:
+            processor.set_gallery(PatchGallery.load(os.path.dirname(found), processor.backbone_id))
         return processor
 
 

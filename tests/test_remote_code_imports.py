@@ -92,10 +92,6 @@ def test_a_checkpoint_runs_as_remote_code_without_the_optional_packages(checkpoi
 
 
 @pytest.mark.parametrize("only", [GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME])
-@pytest.mark.xfail(strict=True, reason="processing_vlmixer.VLMixerProcessor.from_pretrained loads the gallery only when "
-                   "both gallery.json and gallery.safetensors are found, so a folder with one of them silently has no "
-                   "gallery (and cross-modal CutMix then fails or mixes nothing) instead of a GalleryError naming the "
-                   "missing file")  # fmt: skip
 def test_a_checkpoint_with_half_a_gallery_is_refused(checkpoint, tmp_path, only):
     import shutil
 
