@@ -63,14 +63,9 @@ from processing.streams import (
     parse_weights,
 )
 
-from checkpointing import (
-    atomic_write_text,
-    checkpoint_step,
-    load_training_state,
-    replace_directory,
-    require_supported,
-    save_training_state,
-)
+import checkpointing
+from atomic import atomic_path
+from checkpointing import atomic_write_text, checkpoint_step, load_training_state, replace_directory, require_supported
 from figures import report
 from inputs import (
     FINITE_POSITIVE,
@@ -433,16 +428,8 @@ class MetricsLog:
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, training_state: dict) -> None:
-    """The training state into a temporary folder, then renamed, so that a kill never leaves a half checkpoint."""
-    final = Path(output_dir) / "checkpoints" / f"step_{step}"
-    partial = final.with_name(f".partial_step_{step}")
-    if accelerator.is_main_process and partial.exists():
-        shutil.rmtree(partial)
-    accelerator.wait_for_everyone()
-    save_training_state(partial, accelerator, step=step, **training_state)
-    if accelerator.is_main_process:
-        replace_directory(partial, final)  # one swap when resumed from an older checkpoint and step_N exists
-    accelerator.wait_for_everyone()
+    """checkpoints/step_N whole or not at all, one writer at a time (checkpointing.save_checkpoint)."""
+    checkpointing.save_checkpoint(Path(output_dir) / "checkpoints", accelerator, step=step, **training_state)
 
 
 def resume_step(args) -> tuple[Path | None, int]:
@@ -513,9 +500,8 @@ def plot_losses(metrics_csv: Path, path: Path) -> None:
     axis.set(xlabel="step", ylabel="loss", title="VLMixer pre-training")
     axis.legend()
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp")
-    figure.savefig(temporary, dpi=120, format="png")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
 
 
