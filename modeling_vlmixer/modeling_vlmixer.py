@@ -115,6 +115,13 @@ class VLMixerVisualEmbeddings(nn.Module):
 
     def forward(self, visual_features: torch.Tensor, visual_boxes: torch.Tensor) -> torch.Tensor:
         features = self.feature_layer_norm(self.feature_projection(visual_features))
+        if validating_values() and not torch.isfinite(features).all():
+            # finite features so large (1e38) that their projection overflows would turn every output into NaN
+            largest = float(visual_features.detach().abs().max())
+            raise ValueError(
+                f"`visual_features` overflow the model's projection (|x| up to {largest:.3g}): give the backbone's "
+                "features as they come (EfficientNet-Lite0's are of order 1-10), not scaled."
+            )
         boxes = self.box_layer_norm(self.box_projection(box_geometry(visual_boxes, self.box_dim)))
         return features + boxes + self.modality_embedding
 

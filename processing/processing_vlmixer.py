@@ -285,6 +285,8 @@ class VLMixerProcessor(ProcessorMixin):
             raise ValueError(f"`return_tensors` must be 'pt' or 'np', got {return_tensors!r}.")
         sentences = self._as_sentences(text)
         max_length = text_kwargs.get("max_length") or self.max_length
+        if self.max_position_embeddings is not None:  # a tokenizer default (MiniLM's says 128) never exceeds the model
+            max_length = min(max_length, self.max_position_embeddings)
         if images is not None or region_features is not None:
             encoded = self.encode_image_text(
                 sentences, images, boxes, region_features, max_length, merged["images_kwargs"]

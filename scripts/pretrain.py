@@ -277,6 +277,7 @@ def build_processor(args, model: VLMixerForPreTraining, gallery: PatchGallery) -
         backbone_id=model.config.backbone_id,
         concepts=gallery_vocabulary(args, gallery),
         gallery=gallery,
+        max_position_embeddings=model.config.max_position_embeddings,
     )
 
 

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from processing import gallery as gallery_module
 from processing.gallery import GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME, GalleryError, PatchGallery
@@ -460,3 +461,28 @@ def test_an_empty_train_split_is_a_clear_error(tmp_path):
                            region_features=None)  # fmt: skip
     with pytest.raises(TaskDataError, match="The train split of .* has no rows: nothing to train on"):
         load_task_data(args, "classification", processor=None)  # before: StopIteration inside the Trainer
+
+
+def test_features_that_overflow_the_projection_are_a_clear_error():
+    """Finite but huge visual features (1e38) used to give NaN outputs with no error."""
+    from modeling_vlmixer import VLMixerModel
+
+    from .conftest import tiny_batch, tiny_config
+
+    config = tiny_config()
+    model, batch = VLMixerModel(config).eval(), tiny_batch(config)
+    assert torch.isfinite(model(**batch).last_hidden_state).all()
+    batch["visual_features"] = batch["visual_features"] * 1e38
+    with pytest.raises(ValueError, match="overflow the model's projection"):
+        model(**batch)
+
+
+def test_the_processor_truncates_to_the_model_positions_it_was_saved_with(minilm_path):
+    """A text longer than the model's positions: the processor that pretrain.py saves knows the model's limit."""
+    from transformers import AutoTokenizer
+
+    from processing import VLMixerProcessor
+
+    processor = VLMixerProcessor(AutoTokenizer.from_pretrained(minilm_path), max_position_embeddings=64)
+    encoded = processor(text=["a dress and " * 60], cmc_ratio=0.0)
+    assert encoded["input_ids"].shape[1] == 64
