@@ -329,7 +329,8 @@ class TrainingArgumentsAsJson(TrainerCallback):
     """Checkpoints without pickles: the Trainer's `training_args.bin` (torch.save) becomes `training_args.json`."""
 
     def on_save(self, args, state, control, **kwargs):
-        json_training_arguments(Path(args.output_dir) / f"checkpoint-{state.global_step}", args)
+        if state.is_world_process_zero:  # under several processes one writer
+            json_training_arguments(Path(args.output_dir) / f"checkpoint-{state.global_step}", args)
 
 
 def json_training_arguments(folder: Path, args: TrainingArguments) -> None:
@@ -413,9 +414,11 @@ def run(args, task: str, trainer: Trainer, data: TaskData, processor: VLMixerPro
     train_output = trainer.train()
     train_seconds = time.perf_counter() - started
     test_metrics = trainer.evaluate(data.test, metric_key_prefix="test")
-    trainer.save_model(args.output_dir)
-    json_training_arguments(Path(args.output_dir), trainer.args)
-    processor.save_pretrained(args.output_dir)
+    trainer.save_model(args.output_dir)  # Trainer writes from the main process only
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        json_training_arguments(Path(args.output_dir), trainer.args)
+        processor.save_pretrained(args.output_dir)
     if args.push_to_hub:
         trainer.push_to_hub(commit_message=f"VLMixer fine-tuned for {task}")
     figures = {
@@ -437,7 +440,7 @@ def run(args, task: str, trainer: Trainer, data: TaskData, processor: VLMixerPro
         "output_dir": os.path.abspath(args.output_dir),
         **(extra or {}),
     }
-    return report(figures, args.output)
+    return report(figures, args.output) if main_process else figures
 
 
 __all__ = [

@@ -5,6 +5,7 @@ logits, and --help explains the data format)."""
 import contextlib
 import io
 import json
+import os
 import sys
 
 import numpy as np
@@ -252,3 +253,29 @@ def transformers_bert(path):
     from transformers import BertModel
 
     return BertModel.from_pretrained(path)
+
+
+def test_two_processes_fine_tune_as_one_and_only_the_main_process_writes(tasks_dir, tiny_checkpoint, tmp_path):
+    """torchrun with 2 CPU processes (gloo) and the same global batch: one JSON line, one report, the processor and
+    arguments written once, and the same training loss as one process (dropout aside: the tiny model has none)."""
+    import subprocess
+
+    common = ["--model", str(tiny_checkpoint), "--data_dir", str(tasks_dir), "--max_steps", "2",
+              "--per_device_eval_batch_size", "4", "--learning_rate", "1e-3", "--seed", "0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT / "scripts")}
+    script_path = str(REPO_ROOT / "scripts" / "finetune_classification.py")
+    one = subprocess.run([sys.executable, script_path, *common, "--per_device_train_batch_size", "4", "--output_dir",
+                          str(tmp_path / "one"), "--output", str(tmp_path / "one.json")],
+                         capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          script_path, *common, "--per_device_train_batch_size", "2", "--output_dir",
+                          str(tmp_path / "two"), "--output", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    json_lines = [line for line in two.stdout.splitlines() if line.startswith('{"')]  # Trainer logs print as dicts
+    assert len(json_lines) == 1, two.stdout[-2000:]
+    one_figures, two_figures = json.loads((tmp_path / "one.json").read_text()), json.loads(json_lines[0])
+    assert two_figures == json.loads((tmp_path / "two.json").read_text())
+    assert two_figures["train_loss"] == pytest.approx(one_figures["train_loss"], rel=1e-3)
+    assert (tmp_path / "two" / "processor_config.json").exists() and (tmp_path / "two" / "training_args.json").exists()
