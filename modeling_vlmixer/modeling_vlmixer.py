@@ -644,6 +644,31 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def all_gather_rows(tensor: torch.Tensor, pad_value=0) -> tuple[torch.Tensor, int]:
+    """
+    (every process's rows of `tensor` (no gradient), in process order; where this process's rows start). Rows may
+    differ in number between processes, and a second dimension in length (padded at the end with `pad_value`).
+    """
+    if not is_distributed():
+        return tensor, 0
+    sizes = torch.tensor(tensor.shape[:2] if tensor.dim() > 1 else (tensor.shape[0], 0), device=tensor.device)
+    all_sizes = [torch.empty_like(sizes) for _ in range(dist.get_world_size())]
+    dist.all_gather(all_sizes, sizes)
+    rows, width = max(int(size[0]) for size in all_sizes), max(int(size[1]) for size in all_sizes)
+    padding = [0, 0] * (tensor.dim() - 2) + ([0, width - tensor.shape[1]] if tensor.dim() > 1 else []) + [0, rows - len(tensor)]
+    padded = F.pad(tensor.detach(), padding, value=pad_value)
+    gathered = [torch.empty_like(padded) for _ in all_sizes]
+    dist.all_gather(gathered, padded.contiguous())
+    start = sum(int(size[0]) for size in all_sizes[: dist.get_rank()])
+    return torch.cat([part[: int(size[0])] for part, size in zip(gathered, all_sizes)]), start
+
+
+def batch_seed(text_ids: torch.Tensor, counts: torch.Tensor) -> int:
+    """A seed that is a function of a global batch's content: the same on every process and for any process count."""
+    weights = torch.arange(1, text_ids.shape[1] + 1, device=text_ids.device)
+    return int(((text_ids.clamp(min=0) * weights).sum() * 1_000_003 + counts.sum()) % (2**61 - 1))
+
+
 def any_process(flag: bool, device) -> bool:
     """Whether `flag` holds on any process: a loss whose reduction calls all_reduce must be computed by every process
     or by none, else a process whose batch happens to lack its targets leaves the others waiting forever."""
@@ -969,14 +994,24 @@ class VLMixerImageTextMixin:
         In eval mode the negative is the most similar one instead of a draw, so that a validation loss is
         deterministic (the same inputs give the same loss).
         """
-        batch = torch.arange(len(text_ids), device=text_ids.device)
+        # Negatives come from the whole global batch, drawn identically on every process from its content: N processes
+        # then train as one process does on the concatenated batch.
+        text_ids, start = all_gather_rows(text_ids, self.config.pad_token_id or 0)
+        text_mask = all_gather_rows(text_mask)[0]
+        regions = ImageRegions(all_gather_rows(regions.features)[0],
+                               None if regions.boxes is None else all_gather_rows(regions.boxes)[0],
+                               all_gather_rows(regions.counts)[0])  # fmt: skip
+        local = len(text_embeds)
+        batch = torch.arange(start, start + local, device=text_ids.device)
         with torch.no_grad():
+            text_embeds, image_embeds = all_gather_rows(text_embeds)[0], all_gather_rows(image_embeds)[0]
             scale = self.contrastive.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
             similarity = scale * text_embeds.float() @ image_embeds.float().T  # (texts, images)
             padded_text = text_ids.masked_fill(text_mask == 0, -1)
             same_text = (padded_text.unsqueeze(1) == padded_text.unsqueeze(0)).all(dim=-1)
-            negative_images = self._draw(similarity, same_text, sample=self.training)  # for each text
-            negative_texts = self._draw(similarity.T, same_text, sample=self.training)  # for each image
+            generator = torch.Generator(device=similarity.device).manual_seed(batch_seed(text_ids, regions.counts))
+            negative_images = self._draw(similarity, same_text, self.training, generator)[batch]  # for each text
+            negative_texts = self._draw(similarity.T, same_text, self.training, generator)[batch]  # for each image
         has_image, has_text = negative_images >= 0, negative_texts >= 0
         text_index = torch.cat([batch, batch[has_image], negative_texts[has_text]])
         image_index = torch.cat([batch, negative_images[has_image], batch[has_text]])
@@ -985,7 +1020,7 @@ class VLMixerImageTextMixin:
         return global_mean(F.cross_entropy(logits.float(), labels, reduction="sum"), torch.tensor(float(len(labels))))
 
     @staticmethod
-    def _draw(similarity: torch.Tensor, excluded: torch.Tensor, sample: bool = True) -> torch.Tensor:
+    def _draw(similarity: torch.Tensor, excluded: torch.Tensor, sample: bool = True, generator=None) -> torch.Tensor:
         """
         Per row, a column drawn with probability softmax(similarity) over the columns not `excluded` (with `sample`;
         without, the most similar of them); -1 if none.
@@ -995,7 +1030,8 @@ class VLMixerImageTextMixin:
         rows = allowed.any(dim=1)
         if bool(rows.any()):
             scores = similarity[rows].masked_fill(~allowed[rows], float("-inf"))
-            drawn[rows] = torch.multinomial(scores.softmax(dim=1), 1).squeeze(1) if sample else scores.argmax(dim=1)
+            drawn[rows] = (torch.multinomial(scores.softmax(dim=1), 1, generator=generator).squeeze(1) if sample
+                           else scores.argmax(dim=1))  # fmt: skip
         return drawn
 
 
