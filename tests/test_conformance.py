@@ -317,7 +317,19 @@ def test_retrieval_eval_loss_is_deterministic_and_training_still_samples_hard_ne
 
     assert len(losses_over_seeds()) == 1  # eval: the most similar negative, no draw
     model.train()
-    assert len(losses_over_seeds()) > 1  # training: negatives drawn from softmax(similarity), as ALBEF
+    # training: negatives drawn from softmax(similarity), as ALBEF, with a generator seeded by the global batch's
+    # content (so that N processes draw what one process draws): the same batch, the same draw; other batches differ
+    assert len(losses_over_seeds()) == 1
+    drawn_differently = 0
+    for seed in range(8):
+        features, boxes = region_batch(batch_size=4, seed=seed)
+        with torch.no_grad():
+            model.train()
+            trained = float(model(ids + seed % 3, mask, features, boxes, return_loss=True).loss)
+            model.eval()
+            evaluated = float(model(ids + seed % 3, mask, features, boxes, return_loss=True).loss)
+        drawn_differently += abs(trained - evaluated) > 1e-6
+    assert drawn_differently > 0
 
 
 def test_eval_hard_negatives_are_the_most_similar_allowed_ones():
