@@ -255,9 +255,18 @@ def transformers_bert(path):
     return BertModel.from_pretrained(path)
 
 
-def test_two_processes_fine_tune_as_one_and_only_the_main_process_writes(tasks_dir, tiny_checkpoint, tmp_path):
-    """torchrun with 2 CPU processes (gloo) and the same global batch: one JSON line, one report, the processor and
-    arguments written once, and the same training loss as one process (dropout aside: the tiny model has none)."""
+TWO_PROCESS_LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("launcher", list(TWO_PROCESS_LAUNCHERS))
+def test_two_processes_fine_tune_as_one_and_only_the_main_process_writes(tasks_dir, tiny_checkpoint, tmp_path,
+                                                                         launcher):  # fmt: skip
+    """2 CPU processes (gloo) with the same global batch, under torchrun and accelerate launch: one JSON line, one
+    report, the processor and arguments written once, and the same training loss as one process."""
     import subprocess
 
     common = ["--model", str(tiny_checkpoint), "--data_dir", str(tasks_dir), "--max_steps", "2",
@@ -268,8 +277,7 @@ def test_two_processes_fine_tune_as_one_and_only_the_main_process_writes(tasks_d
                           str(tmp_path / "one"), "--output", str(tmp_path / "one.json")],
                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          script_path, *common, "--per_device_train_batch_size", "2", "--output_dir",
+    two = subprocess.run([sys.executable, *TWO_PROCESS_LAUNCHERS[launcher], script_path, *common, "--per_device_train_batch_size", "2", "--output_dir",
                           str(tmp_path / "two"), "--output", str(tmp_path / "two.json")],
                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
