@@ -8,7 +8,6 @@ The transformer layers are BERT's own (`transformers.models.bert`), so a VLMixer
 computes exactly what that BERT computes on text without visual tokens.
 """
 
-import inspect
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -1790,15 +1789,18 @@ class VLMixerForCaptioning(VLMixerPreTrainedModelWithMLMHead, GenerationMixin):
         **kwargs,
     ) -> dict:
         """
-        The whole caption so far and the images, at every step (no cache: `generate`'s cache inputs are ignored), and
-        every other input `forward` takes (its own arguments and transformers' kwargs) passed on unchanged.
+        The whole caption so far and the images, at every step, and every other keyword passed on unchanged, as
+        `GenerationMixin.prepare_inputs_for_generation` does (`forward` takes any keyword: its own arguments,
+        transformers' kwargs and model-specific ones ride on to the encoder). Not passed on: `generate`'s cache inputs
+        (no cache: every step recomputes the prefix), `position_ids` (`forward` numbers the image part and the caption
+        itself) and the training targets.
         """
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, visual_features=visual_features,
                       visual_boxes=visual_boxes, region_mask=region_mask, pixel_values=pixel_values)  # fmt: skip
-        accepted = (set(inspect.signature(self.forward).parameters) | set(TransformersKwargs.__annotations__)) - {
-            "kwargs", "labels", "shift_labels", "position_ids", *GENERATION_CACHE_INPUTS
-        }
-        inputs.update({name: value for name, value in kwargs.items() if name in accepted and value is not None})
+        not_passed = {"labels", "shift_labels", "position_ids", "next_sequence_length", *GENERATION_CACHE_INPUTS}
+        inputs.update(
+            {name: value for name, value in kwargs.items() if name not in not_passed and value is not None}
+        )
         return inputs
 
 

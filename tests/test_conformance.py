@@ -159,6 +159,44 @@ def test_generation_passes_forward_inputs_on_and_never_emits_special_tokens():
     assert not bool(((beams[:, 1:] == IMG) | (beams[:, 1:] == 5)).any())
 
 
+def test_prepare_inputs_for_generation_passes_every_other_keyword_on():
+    """As `GenerationMixin.prepare_inputs_for_generation` (transformers' generation suite checks it): any keyword reaches
+    `forward`, model-specific ones included; only the cache inputs (no cache), `position_ids` (forward numbers the
+    image part and the caption itself) and training targets stay behind."""
+    model = make(VLMixerForCaptioning)
+    features, _ = region_batch(batch_size=2)
+    ids = torch.tensor([[CLS, 7, 8], [CLS, 9, 10]])
+    passed_on = {"output_attentions": True, "output_hidden_states": True, "custom_arg": "test_value", "numeric_arg": 42}
+    held_back = {"position_ids": torch.arange(3).expand(2, -1), "labels": ids, "shift_labels": ids,
+                 "past_key_values": object(), "use_cache": True, "cache_position": torch.arange(3)}  # fmt: skip
+    prepared = model.prepare_inputs_for_generation(ids, visual_features=features, **passed_on, **held_back)
+    assert prepared["input_ids"] is ids and prepared["visual_features"] is features
+    for name, value in passed_on.items():
+        assert prepared[name] == value
+    assert not set(held_back) & set(prepared)
+    with torch.no_grad():  # forward takes what was passed on
+        assert model(**prepared).logits.shape == (2, 3, model.config.vocab_size)
+
+
+def test_generate_dict_outputs_cover_the_image_part_at_every_step():
+    """What the generation suite's dict-output checks read: one score and one logit row per new token, and per step
+    hidden states and attentions over `[CLS] regions [SEP]` plus the caption so far (no cache: the whole prefix)."""
+    model = make(VLMixerForCaptioning, attn_implementation="eager")
+    features, boxes = region_batch(batch_size=2, num_regions=4)
+    ids = torch.tensor([[CLS, 7, 8], [CLS, 9, 10]])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), visual_features=features,
+                         visual_boxes=boxes, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                         return_dict_in_generate=True, output_scores=True, output_logits=True,
+                         output_hidden_states=True, output_attentions=True)  # fmt: skip
+    assert out.sequences.shape == (2, 6)
+    assert len(out.scores) == len(out.logits) == 3
+    image_part = 4 + 2
+    for step, (hidden, attentions) in enumerate(zip(out.hidden_states, out.attentions)):
+        length = image_part + 3 + step
+        assert [h.shape for h in hidden] == [(2, length, 32)] * (model.config.num_hidden_layers + 1)
+        assert [a.shape for a in attentions] == [(2, 4, length, length)] * model.config.num_hidden_layers
+
+
 # ---------------------------------------------------------------------------------------------- input validation
 
 
