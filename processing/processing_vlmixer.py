@@ -295,7 +295,8 @@ class VLMixerProcessor(ProcessorMixin):
             if boxes is not None:
                 raise ValueError("`boxes` are regions of `images` or `region_features`; pass those too.")
             ratio = merged.get("cmc_ratio", self.cmc_ratio)
-            rng = as_numpy_generator(merged.get("seed"), merged.get("generator"))
+            # the caller's own generator, not the copy that _merge_kwargs makes: it must advance from call to call
+            rng = as_numpy_generator(merged.get("seed"), kwargs.get("generator", merged.get("generator")))
             encoded = self.cross_modal_cutmix(sentences, ratio, rng, max_length)
         if text_kwargs.get("padding") == "max_length":
             encoded = self._pad_to_length(encoded, max_length)

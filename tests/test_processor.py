@@ -115,6 +115,17 @@ def test_same_seed_same_mix_other_seed_other_mix(processor):
     torch.testing.assert_close(from_torch["input_ids"], from_torch_again["input_ids"])
 
 
+def test_a_generator_passed_in_advances_from_call_to_call(processor):
+    """The collators pass one running generator: each call must draw on from where the last one stopped (a copy
+    made while merging the call's options used to replay the same draws for every batch, a fifth fewer patches)."""
+    generator = np.random.default_rng(0)
+    state = generator.bit_generator.state["state"]["state"]
+    first = processor(text=SENTENCES * 8, cmc_ratio=0.5, generator=generator)
+    assert generator.bit_generator.state["state"]["state"] != state
+    second = processor(text=SENTENCES * 8, cmc_ratio=0.5, generator=generator)
+    assert not torch.equal(first["patch_gallery_indices"], second["patch_gallery_indices"])
+
+
 def test_cmc_ratio_is_the_replacement_probability(processor):
     batch = processor(text=SENTENCES * 250, cmc_ratio=0.25, seed=0)
     candidates = 7 * 250  # grounded words with patches per copy of SENTENCES
