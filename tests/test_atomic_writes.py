@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from .conftest import REPO_ROOT
+from .helpers.faults import killed_at
 
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -120,33 +121,12 @@ def test_a_write_killed_at_any_file_operation_leaves_the_old_or_the_new_file(tmp
         path = tmp_path / f"{step}" / "report.json"
         path.parent.mkdir()
         path.write_bytes(OLD)
-        pid = os.fork()
-        if pid == 0:
-            calls = [0]
-
-            def dying(real):
-                def operation(*args, **kwargs):
-                    calls[0] += 1
-                    if calls[0] == step:
-                        os._exit(77)
-                    return real(*args, **kwargs)
-
-                return operation
-
-            try:
-                for function in ("open", "close", "fsync", "replace", "chmod", "unlink", "write"):
-                    setattr(os, function, dying(getattr(os, function)))
-                atomic.atomic_write_text(path, new)
-                os._exit(0)
-            except BaseException:  # noqa: BLE001
-                os._exit(1)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        assert code in (0, 77), f"the write failed on its own (exit {code})"
+        died = killed_at(step, lambda: atomic.atomic_write_text(path, new),
+                         ("open", "close", "fsync", "replace", "chmod", "unlink", "write"))  # fmt: skip
         content = path.read_text()
         assert content in (OLD.decode(), new), f"killed at step {step}: a half file"
         outcomes.add(content)
-        if code == 0:
+        if not died:
             break
     else:
         raise AssertionError("the write never finished")

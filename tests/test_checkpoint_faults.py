@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from processing.streams import CHECKPOINT_MANIFEST, checkpoint_dirs
 
 from .conftest import REPO_ROOT
+from .helpers.faults import killed_at
 from .test_checkpointing import advance, snapshot, training_state
 
 
@@ -48,33 +49,9 @@ def without_rng(saved: dict) -> dict:
 
 
 def save_killed_at(accelerator, root, state: dict, step: int, kill_at: int) -> bool:
-    """save_checkpoint in a forked child that dies (os._exit: no cleanup, as under SIGKILL) at its `kill_at`-th file
-    operation; whether it died before the save finished."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            calls = [0]
-
-            def dying(real):
-                def operation(*args, **kwargs):
-                    calls[0] += 1
-                    if calls[0] == kill_at:
-                        os._exit(77)
-                    return real(*args, **kwargs)
-
-                return operation
-
-            for name in FILE_OPERATIONS:
-                setattr(os, name, dying(getattr(os, name)))
-            checkpointing.exchange_paths = dying(checkpointing.exchange_paths)
-            checkpointing.save_checkpoint(root, accelerator, step=step, **state)
-            os._exit(0)
-        except BaseException:  # noqa: BLE001
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    assert code in (0, 77), f"the save failed on its own (exit {code})"
-    return code == 77
+    """save_checkpoint in a child that dies at its `kill_at`-th file operation; whether it died before finishing."""
+    return killed_at(kill_at, lambda: checkpointing.save_checkpoint(root, accelerator, step=step, **state),
+                     FILE_OPERATIONS, ((checkpointing, "exchange_paths"),))  # fmt: skip
 
 
 def resumed(accelerator, output_dir, states) -> tuple[int, str]:

@@ -13,6 +13,8 @@ import torch
 from processing import gallery as gallery_module
 from processing.gallery import GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME, GalleryError, PatchGallery
 
+from .helpers.faults import killed_at
+
 
 FEATURE_DIM = 8
 CLEAN = [GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME]
@@ -45,33 +47,9 @@ def which(directory) -> PatchGallery | None:
 
 
 def save_killed_at(gallery: PatchGallery, directory, step: int) -> bool:
-    """Saves `gallery` in a forked child that dies (os._exit: no cleanup runs, as under SIGKILL) at its `step`-th file
-    operation (open, write, fsync, rename, remove); whether it died before the save finished."""
-    pid = os.fork()
-    if pid == 0:  # the child
-        try:
-            calls = [0]
-
-            def dying(real):
-                def operation(*args, **kwargs):
-                    calls[0] += 1
-                    if calls[0] == step:
-                        os._exit(77)
-                    return real(*args, **kwargs)
-
-                return operation
-
-            for name in ("open", "replace", "fsync", "remove"):
-                setattr(os, name, dying(getattr(os, name)))
-            gallery_module.HashingWriter.write = dying(gallery_module.HashingWriter.write)
-            gallery.save(directory)
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    assert code in (0, 77), f"the save failed on its own (exit {code})"
-    return code == 77
+    """Saves `gallery` in a child that dies at its `step`-th file operation (open, write, fsync, rename, remove)."""
+    return killed_at(step, lambda: gallery.save(directory), ("open", "replace", "fsync", "remove"),
+                     ((gallery_module.HashingWriter, "write"),))  # fmt: skip
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
