@@ -78,7 +78,7 @@ def ensure_fashion_mnist() -> None:
 
 
 def gallery_for(args) -> str:
-    gallery = Path(args.cache_dir) / f"gallery-fashion-mnist-train-{args.per_class}x10-{args.image_size}px-heldout"
+    gallery = Path(args.cache_dir) / f"gallery-fashion-mnist-train-{args.per_class}x10-{args.image_size}px-seed{args.seed}"
     if not (gallery / "gallery.json").exists():
         build_gallery.main(["--fashion_mnist", FASHION_MNIST, "--per_class", str(args.per_class), "--image_size",
                             str(args.image_size), "--thumbnail_size", "28", "--seed", str(args.seed),
