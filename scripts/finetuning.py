@@ -440,6 +440,10 @@ def run(args, task: str, trainer: Trainer, data: TaskData, processor: VLMixerPro
         "output_dir": os.path.abspath(args.output_dir),
         **(extra or {}),
     }
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # every process waits, then the group is closed: gloo torn down at interpreter exit aborted a process at times
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return report(figures, args.output) if main_process else figures
 
 
