@@ -64,9 +64,6 @@ def main(output_file: str, tokenizer_path: str, uneven: bool = False) -> None:
     if accelerator.is_main_process:
         grads = {name: p.grad for name, p in accelerator.unwrap_model(model).named_parameters() if p.grad is not None}
         torch.save({"losses": losses, "grads": grads, "world": world}, output_file)
-    if torch.distributed.is_initialized():  # gloo left to interpreter exit aborted a process at times
-        accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
