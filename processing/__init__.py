@@ -5,7 +5,7 @@ Importing it registers `VLMixerProcessor` with `AutoProcessor` for VLMixer check
 
 from transformers import AutoProcessor
 
-from modeling_vlmixer import VLMixerConfig
+from vlmixer.modeling_vlmixer import VLMixerConfig
 
 from .collators import DataCollatorForCMC, DataCollatorForPairs, DataCollatorForTags, mask_tokens
 from .concepts import ConceptMatch, ConceptVocabulary, normalise_form

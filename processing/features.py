@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from modeling_vlmixer.efficientnet_lite import EFFICIENTNET_LITE0_FEATURE_DIM, efficientnet_lite0_pretrained
+from vlmixer.modeling_vlmixer.efficientnet_lite import EFFICIENTNET_LITE0_FEATURE_DIM, efficientnet_lite0_pretrained
 
 from .processing_vlmixer import crop_region, efficientnet_image_processor, to_rgb_image
 
@@ -64,7 +64,7 @@ class RegionFeatureExtractor:
     @torch.no_grad()
     def encode_crops(self, crops: list) -> np.ndarray:
         """RGB crops (PIL images or arrays) -> (N, D) float32 features, `batch_size` at a time."""
-        from modeling_vlmixer.modeling_vlmixer import pooled_backbone_features
+        from vlmixer.modeling_vlmixer.modeling_vlmixer import pooled_backbone_features
 
         outputs = []
         for start in range(0, len(crops), self.batch_size):

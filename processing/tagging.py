@@ -33,7 +33,7 @@ class ImageNetTagger:
     """Tags the whole image and the cells of a `grid_size` x `grid_size` grid with the EfficientNet-Lite0 ImageNet head."""
 
     def __init__(self, min_score: float = 0.3, grid_size: int = 0, image_size: int = 224):
-        from modeling_vlmixer.efficientnet_lite import efficientnet_lite0_pretrained, preprocess_images
+        from vlmixer.modeling_vlmixer.efficientnet_lite import efficientnet_lite0_pretrained, preprocess_images
 
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"`min_score` is a probability in [0, 1], got {min_score}.")

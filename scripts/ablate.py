@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS))
 
-import evaluate_zero_shot  # noqa: E402
-from figures import report  # noqa: E402
-import pretrain  # noqa: E402
-from processing.sources import FASHION_MNIST_DIR  # noqa: E402
+from vlmixer.scripts import evaluate_zero_shot  # noqa: E402
+from vlmixer.scripts.figures import report  # noqa: E402
+from vlmixer.scripts import pretrain  # noqa: E402
+from vlmixer.processing.sources import FASHION_MNIST_DIR  # noqa: E402
 
 
 NO_CONTRAST = {"contrastive_loss_weight": 0.0, "patch_alignment_loss_weight": 0.0}

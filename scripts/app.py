@@ -28,7 +28,6 @@ import tempfile
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS))
 
 REPO = SCRIPTS.parent
 DEFAULT_LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
@@ -96,7 +95,7 @@ def zero_shot_classifier(model, processor):
     and processor, through `transformers.pipeline`."""
     from transformers import pipeline
 
-    from modeling_vlmixer.pipeline_vlmixer import register_pipelines
+    from vlmixer.modeling_vlmixer.pipeline_vlmixer import register_pipelines
 
     register_pipelines()  # serves the task for model objects in this process (a folder's config may not name it)
     return pipeline(TASK, model=model, processor=processor)
@@ -118,7 +117,7 @@ def write_examples(folder: Path, fashion_mnist: str) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     try:
-        from processing.sources import load_fashion_mnist
+        from vlmixer.processing.sources import load_fashion_mnist
 
         images, _ = load_fashion_mnist("test", fashion_mnist)
         for index, name in FASHION_MNIST_EXAMPLES.items():
@@ -162,7 +161,7 @@ photos unlike anything it saw.
 def build_demo(classifier, processor, model_name: str, prompt: str, examples: list[str]):
     import gradio as gr
 
-    from processing.visualize import render_mixed_sentences
+    from vlmixer.processing.visualize import render_mixed_sentences
 
     pictures = Path(tempfile.mkdtemp(prefix="vlmixer-app-cmc-"))
 
@@ -232,7 +231,7 @@ def main(argv=None) -> None:
     model_path, local = resolve_model(args.model)
     if local:
         os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers and huggingface_hub are imported
-    from evaluate_zero_shot import load_model, recorded_prompt
+    from vlmixer.scripts.evaluate_zero_shot import load_model, recorded_prompt
 
     try:
         prompt = args.prompt or recorded_prompt(model_path)

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from modeling_vlmixer import PRESETS, VLMixerConfig, VLMixerForPreTraining
-from processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor, mask_tokens
-from processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.modeling_vlmixer import PRESETS, VLMixerConfig, VLMixerForPreTraining
+from vlmixer.processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor, mask_tokens
+from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
-from bench_processor import make_sentences
+from vlmixer.scripts.bench_processor import make_sentences
 
-from figures import report
+from vlmixer.scripts.figures import report
 
 
 FEATURE_DIM = 1280
@@ -155,7 +155,7 @@ def bench_data(args) -> dict:
     """Samples/s of pretrain.py's text-stream data pipeline with 0, 1 and 2 DataLoader workers, and of the model step."""
     from torch.utils.data import DataLoader
 
-    from processing.streams import BatchStream, CollatedBatches
+    from vlmixer.processing.streams import BatchStream, CollatedBatches
 
     processor = make_processor(args.seed)
     count = args.data_batches

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from processing import ConceptVocabulary, PatchGallery, PatchGalleryBuilder, VLMixerProcessor
-from processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.processing import ConceptVocabulary, PatchGallery, PatchGalleryBuilder, VLMixerProcessor
+from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
-from figures import report
+from vlmixer.scripts.figures import report
 
 
 SUBJECTS = ["a man", "a young woman", "two children", "an old dog", "a black cat", "the horse", "a teddy bear",

@@ -45,11 +45,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from processing import ConceptVocabulary, PatchGalleryBuilder
-from processing.concepts import concept_label
-from processing.features import RegionFeatureExtractor
-from processing.processing_vlmixer import CONCEPTS_NAME, crop_region, to_rgb_image
-from processing.sources import (
+from vlmixer.processing import ConceptVocabulary, PatchGalleryBuilder
+from vlmixer.processing.concepts import concept_label
+from vlmixer.processing.features import RegionFeatureExtractor
+from vlmixer.processing.processing_vlmixer import CONCEPTS_NAME, crop_region, to_rgb_image
+from vlmixer.processing.sources import (
     DataError,
     LabelledImages,
     coco_images,
@@ -60,10 +60,10 @@ from processing.sources import (
     load_fashion_mnist,
     load_labelled_images,
 )
-from processing.tagging import ConceptNamer, DetectorTagger, ImageNetTagger, WordNetHypernyms
+from vlmixer.processing.tagging import ConceptNamer, DetectorTagger, ImageNetTagger, WordNetHypernyms
 
-from evaluate_zero_shot import write_heldout
-from figures import report
+from vlmixer.scripts.evaluate_zero_shot import write_heldout
+from vlmixer.scripts.figures import report
 
 
 MIN_SIDE_PX = 8

@@ -34,11 +34,11 @@ import json
 import sys
 from pathlib import Path
 
-from processing.concepts import ConceptVocabulary, concept_label
-from processing.sources import DataError, load_labelled_images
-from processing.tagging import wordnet_synonyms
+from vlmixer.processing.concepts import ConceptVocabulary, concept_label
+from vlmixer.processing.sources import DataError, load_labelled_images
+from vlmixer.processing.tagging import wordnet_synonyms
 
-from figures import report
+from vlmixer.scripts.figures import report
 
 
 COCO80 = [

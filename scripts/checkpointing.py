@@ -43,10 +43,10 @@ from accelerate.utils import DistributedType
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from processing.streams import CHECKPOINT_MANIFEST
+from vlmixer.processing.streams import CHECKPOINT_MANIFEST
 
-from atomic import atomic_path, fsync_path
-from atomic import atomic_write_text as atomic_write_text  # pretrain.py's metrics files; one mechanism for all files
+from vlmixer.scripts.atomic import atomic_path, fsync_path
+from vlmixer.scripts.atomic import atomic_write_text as atomic_write_text  # pretrain.py's metrics files; one mechanism for all files
 
 
 try:

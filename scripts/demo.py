@@ -24,15 +24,14 @@ import time
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS))
 
-import build_gallery
-import evaluate_zero_shot
-import make_corpus
-import pretrain
-from figures import report
+from vlmixer.scripts import build_gallery
+from vlmixer.scripts import evaluate_zero_shot
+from vlmixer.scripts import make_corpus
+from vlmixer.scripts import pretrain
+from vlmixer.scripts.figures import report
 
-from processing.streams import parse_weights
+from vlmixer.processing.streams import parse_weights
 
 REPO = SCRIPTS.parent
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -140,7 +139,7 @@ def write_model_card(folder: Path, fields: dict) -> None:
 def cmc_picture(folder: str, path: Path) -> None:
     from transformers import AutoProcessor
 
-    from processing.visualize import render_mixed_sentences
+    from vlmixer.processing.visualize import render_mixed_sentences
 
     processor = AutoProcessor.from_pretrained(folder)
     render_mixed_sentences(processor, PICTURE_SENTENCES, str(path), seed=0, cmc_ratio=1.0)

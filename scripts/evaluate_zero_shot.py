@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atomic import atomic_path, atomic_write_text
-from figures import report
+from vlmixer.scripts.atomic import atomic_path, atomic_write_text
+from vlmixer.scripts.figures import report
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def feature_extractor(backbone: str, preprocessing: dict | None, trust_remote_co
     if trust_remote_code:
         raise EvaluationError(f"{cache} is missing; compute it once with this package installed (without "
                               "--trust_remote_code).")  # fmt: skip
-    from processing.features import RegionFeatureExtractor
+    from vlmixer.processing.features import RegionFeatureExtractor
 
     return RegionFeatureExtractor.like(backbone, preprocessing)
 
@@ -412,8 +412,8 @@ def load_model(folder: str, trust_remote_code: bool):
         for name in BLOCKED_MODULES:
             sys.modules[name] = None  # as for a user who never installed VLMixer
     else:
-        import modeling_vlmixer  # noqa: F401  (registers the Auto classes)
-        import processing  # noqa: F401
+        import vlmixer.modeling_vlmixer  # noqa: F401  (registers the Auto classes)
+        import vlmixer.processing  # noqa: F401
     from transformers import AutoModelForPreTraining, AutoProcessor
 
     model = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=trust_remote_code, dtype=torch.float32)

@@ -2,7 +2,7 @@
 
 import json
 
-from atomic import atomic_write_text
+from vlmixer.scripts.atomic import atomic_write_text
 
 
 def report(figures: dict, output: str | None = None) -> dict:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from figures import report
+from vlmixer.scripts.figures import report
 
 
 SCRIPTS_DIR = Path(__file__).resolve().parent

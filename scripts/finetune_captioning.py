@@ -15,11 +15,11 @@ Example:
 
 import evaluate
 
-from modeling_vlmixer import VLMixerForCaptioning
-from processing.collators import DataCollatorForRegionsAndText
-from processing.metrics import metric_path
+from vlmixer.modeling_vlmixer import VLMixerForCaptioning
+from vlmixer.processing.collators import DataCollatorForRegionsAndText
+from vlmixer.processing.metrics import metric_path
 
-from finetuning import (
+from vlmixer.scripts.finetuning import (
     FullSetTrainer,
     base_parser,
     batches,

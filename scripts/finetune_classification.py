@@ -9,10 +9,10 @@ Example:
       --output_dir outputs/finetune/classification --num_train_epochs 2
 """
 
-from modeling_vlmixer import VLMixerForSequenceClassification
-from processing.collators import DataCollatorForImageText
+from vlmixer.modeling_vlmixer import VLMixerForSequenceClassification
+from vlmixer.processing.collators import DataCollatorForImageText
 
-from finetuning import base_parser, exits_in_one_line, finetune_classifier
+from vlmixer.scripts.finetuning import base_parser, exits_in_one_line, finetune_classifier
 
 
 TASK = "classification"

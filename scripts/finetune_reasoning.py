@@ -11,10 +11,10 @@ Example:
       --output_dir outputs/finetune/reasoning --num_train_epochs 2
 """
 
-from modeling_vlmixer import VLMixerForVisualReasoning
-from processing.collators import DataCollatorForVisualReasoning
+from vlmixer.modeling_vlmixer import VLMixerForVisualReasoning
+from vlmixer.processing.collators import DataCollatorForVisualReasoning
 
-from finetuning import base_parser, exits_in_one_line, finetune_classifier
+from vlmixer.scripts.finetuning import base_parser, exits_in_one_line, finetune_classifier
 
 
 TASK = "reasoning"

@@ -17,12 +17,12 @@ Example:
 import evaluate
 import torch
 
-from modeling_vlmixer import VLMixerForImageTextRetrieval
-from processing.collators import DataCollatorForRegionsAndText
-from processing.metrics import metric_path
-from processing.tasks import retrieval_references
+from vlmixer.modeling_vlmixer import VLMixerForImageTextRetrieval
+from vlmixer.processing.collators import DataCollatorForRegionsAndText
+from vlmixer.processing.metrics import metric_path
+from vlmixer.processing.tasks import retrieval_references
 
-from finetuning import (
+from vlmixer.scripts.finetuning import (
     FullSetTrainer,
     base_parser,
     batches,

@@ -17,12 +17,12 @@ import evaluate
 import numpy as np
 from transformers import Trainer
 
-from modeling_vlmixer import VLMixerForQuestionAnswering
-from processing.collators import DataCollatorForImageText
-from processing.metrics import metric_path
-from processing.tasks import TaskDataError
+from vlmixer.modeling_vlmixer import VLMixerForQuestionAnswering
+from vlmixer.processing.collators import DataCollatorForImageText
+from vlmixer.processing.metrics import metric_path
+from vlmixer.processing.tasks import TaskDataError
 
-from finetuning import (
+from vlmixer.scripts.finetuning import (
     base_parser,
     exits_in_one_line,
     load_model,

@@ -18,8 +18,8 @@ import datasets
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from processing import VLMixerProcessor
-from processing.tasks import (
+from vlmixer.processing import VLMixerProcessor
+from vlmixer.processing.tasks import (
     RegionFeatureCache,
     TaskDataError,
     cache_region_features,
@@ -30,9 +30,9 @@ from processing.tasks import (
     region_requests,
 )
 
-from atomic import atomic_write_text
-from figures import report
-from inputs import (
+from vlmixer.scripts.atomic import atomic_write_text
+from vlmixer.scripts.figures import report
+from vlmixer.scripts.inputs import (
     FINITE_POSITIVE,
     NON_NEGATIVE,
     POSITIVE,
@@ -275,7 +275,7 @@ def loading(option: str, source: str):
 def model_config(source: str):
     from transformers import AutoConfig
 
-    import modeling_vlmixer  # noqa: F401  registers the config with AutoConfig
+    import vlmixer.modeling_vlmixer  # noqa: F401  registers the config with AutoConfig
 
     with loading("--model", source):
         return AutoConfig.from_pretrained(source)

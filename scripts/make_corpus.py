@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from processing import ConceptVocabulary
+from vlmixer.processing import ConceptVocabulary
 
-from figures import report
+from vlmixer.scripts.figures import report
 
 
 WORDNET_NOUNS = "/usr/share/wordnet/data.noun"

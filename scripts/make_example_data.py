@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from figures import report
+from vlmixer.scripts.figures import report
 
 
 TEST_SHARE = 0.3

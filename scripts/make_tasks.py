@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from processing.tasks import (
+from vlmixer.processing.tasks import (
     SPLITS,
     TASKS,
     TaskConfig,
@@ -38,9 +38,9 @@ from processing.tasks import (
     staged_directory,
     write_tasks,
 )
-from processing.sources import FASHION_MNIST_DIR
+from vlmixer.processing.sources import FASHION_MNIST_DIR
 
-from figures import report
+from vlmixer.scripts.figures import report
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -41,8 +41,8 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_scheduler
 
-from modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
-from processing import (
+from vlmixer.modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
+from vlmixer.processing import (
     ConceptVocabulary,
     DataCollatorForCMC,
     DataCollatorForPairs,
@@ -50,9 +50,9 @@ from processing import (
     PatchGallery,
     VLMixerProcessor,
 )
-from processing.gallery import GalleryError
-from processing.processing_vlmixer import CONCEPTS_NAME, efficientnet_image_processor
-from processing.streams import (
+from vlmixer.processing.gallery import GalleryError
+from vlmixer.processing.processing_vlmixer import CONCEPTS_NAME, efficientnet_image_processor
+from vlmixer.processing.streams import (
     BatchStream,
     CollatedBatches,
     CorpusError,
@@ -63,11 +63,11 @@ from processing.streams import (
     parse_weights,
 )
 
-import checkpointing
-from atomic import atomic_path
-from checkpointing import atomic_write_text, checkpoint_step, load_training_state, replace_directory, require_supported
-from figures import report
-from inputs import (
+from vlmixer.scripts import checkpointing
+from vlmixer.scripts.atomic import atomic_path
+from vlmixer.scripts.checkpointing import atomic_write_text, checkpoint_step, load_training_state, replace_directory, require_supported
+from vlmixer.scripts.figures import report
+from vlmixer.scripts.inputs import (
     FINITE_POSITIVE,
     NON_NEGATIVE,
     POSITIVE,

@@ -31,9 +31,8 @@ import tempfile
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS))
 
-from figures import report  # noqa: E402
+from vlmixer.scripts.figures import report  # noqa: E402
 
 
 REPO = SCRIPTS.parent
@@ -177,8 +176,7 @@ def upload_plan(folder: Path) -> tuple[list[dict], list[dict]]:
 def staged_with_pipelines(folder: Path, staging: Path) -> tuple[Path, dict]:
     """A copy of `folder` in `staging` with the VLMixer pipelines added (pipeline_vlmixer.py, custom_pipelines), and
     the pipelines it did not have before; folders saved by this version have them all and need no copy."""
-    sys.path.insert(0, str(REPO))
-    from modeling_vlmixer.pipeline_vlmixer import save_pipelines
+    from vlmixer.modeling_vlmixer.pipeline_vlmixer import save_pipelines
 
     present = json.loads((folder / "config.json").read_text()).get("custom_pipelines") or {}
     copy = staging / folder.name

@@ -22,13 +22,12 @@ import numpy as np
 import torch
 
 SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS))
 
-import build_gallery  # noqa: E402
-import evaluate_zero_shot  # noqa: E402
-from figures import report  # noqa: E402
-import make_corpus  # noqa: E402
-import pretrain  # noqa: E402
+from vlmixer.scripts import build_gallery  # noqa: E402
+from vlmixer.scripts import evaluate_zero_shot  # noqa: E402
+from vlmixer.scripts.figures import report  # noqa: E402
+from vlmixer.scripts import make_corpus  # noqa: E402
+from vlmixer.scripts import pretrain  # noqa: E402
 
 
 PHOTOS = {  # scikit-image loader -> what a person would call it
@@ -61,7 +60,7 @@ def write_inputs(folder: Path) -> Path:
     """The photos as PNG files and the candidate labels as a concepts JSON; returns the vocabulary's path."""
     from PIL import Image
 
-    from processing import ConceptVocabulary
+    from vlmixer.processing import ConceptVocabulary
 
     (folder / "photos").mkdir(parents=True, exist_ok=True)
     for name in PHOTOS:
@@ -73,8 +72,8 @@ def write_inputs(folder: Path) -> Path:
 
 @torch.no_grad()
 def classify_photos(model, processor, prompt: str) -> list[dict]:
-    from processing.features import RegionFeatureExtractor
-    from processing.tagging import ImageNetTagger
+    from vlmixer.processing.features import RegionFeatureExtractor
+    from vlmixer.processing.tagging import ImageNetTagger
 
     labels = list(dict.fromkeys(PHOTOS.values()))
     photos = {name: photo(name) for name in PHOTOS}

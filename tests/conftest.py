@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling_vlmixer import VLMixerConfig
+from vlmixer.modeling_vlmixer import VLMixerConfig
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

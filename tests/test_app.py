@@ -58,10 +58,9 @@ def model_folder(tmp_path_factory) -> Path:
     """The trained checkpoint, or else a barely trained one made by the real scripts (the page, not the accuracy)."""
     if TRAINED:
         return MODEL
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import build_gallery
-    import make_corpus
-    import pretrain
+    from vlmixer.scripts import build_gallery
+    from vlmixer.scripts import make_corpus
+    from vlmixer.scripts import pretrain
 
     work = tmp_path_factory.mktemp("app-model")
     build_gallery.main(["--fashion_mnist", str(FASHION_MNIST.parent), "--per_class", "5", "--image_size", "64",

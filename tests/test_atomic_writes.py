@@ -13,9 +13,6 @@ import pytest
 from .conftest import REPO_ROOT
 from .helpers.faults import killed_at
 
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or os.name != "posix", reason="needs fork and rlimits")
 
 OLD = b'{"old": "whole"}\n'
@@ -46,32 +43,32 @@ def big_figures() -> dict:
 
 
 def write_report(path):
-    from figures import report
+    from vlmixer.scripts.figures import report
 
     return lambda: report(big_figures(), str(path))
 
 
 def write_json(path):
-    from checkpointing import write_json as write
+    from vlmixer.scripts.checkpointing import write_json as write
 
     return lambda: write(path, big_figures())
 
 
 def write_eval_results(path):
-    from evaluate_zero_shot import RECORDED_FIGURES, write_eval_results as write
+    from vlmixer.scripts.evaluate_zero_shot import RECORDED_FIGURES, write_eval_results as write
 
     return lambda: write(path.parent, {name: big_figures() for name in RECORDED_FIGURES})
 
 
 def write_heldout(path):
-    from evaluate_zero_shot import write_heldout as write
+    from vlmixer.scripts.evaluate_zero_shot import write_heldout as write
 
     rows = 100
     return lambda: write(path.parent, np.ones((rows, 64)), np.arange(rows), np.arange(rows), {"image_size": 112})
 
 
 def write_cache(path):
-    from evaluate_zero_shot import cached
+    from vlmixer.scripts.evaluate_zero_shot import cached
 
     return lambda: cached(path, lambda: {"features": np.ones((100, 64), dtype=np.float32)})
 
@@ -101,7 +98,7 @@ def test_a_write_cut_short_leaves_the_old_file_whole_and_no_leftovers(tmp_path, 
 
 def test_training_arguments_json_replaces_the_pickle_whole(tmp_path):
     """finetuning.json_training_arguments: the pickle goes only once its JSON stand-in is written whole."""
-    from finetuning import json_training_arguments
+    from vlmixer.scripts.finetuning import json_training_arguments
 
     (tmp_path / "training_args.bin").write_bytes(b"pickle")
     arguments = SimpleNamespace(to_json_string=lambda: json.dumps(big_figures()))
@@ -113,7 +110,7 @@ def test_training_arguments_json_replaces_the_pickle_whole(tmp_path):
 
 
 def test_a_write_killed_at_any_file_operation_leaves_the_old_or_the_new_file(tmp_path):
-    import atomic
+    from vlmixer.scripts import atomic
 
     new = json.dumps(big_figures())
     outcomes = set()

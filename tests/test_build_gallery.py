@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processing import PatchGallery
-from processing.sources import FASHION_MNIST_DIR, load_fashion_mnist, read_idx
+from vlmixer.processing import PatchGallery
+from vlmixer.processing.sources import FASHION_MNIST_DIR, load_fashion_mnist, read_idx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import build_gallery  # noqa: E402
+from vlmixer.scripts import build_gallery  # noqa: E402
 
 
 needs_fashion_mnist = pytest.mark.skipif(

@@ -10,17 +10,14 @@ import sys
 import pytest
 from accelerate import Accelerator
 
-from processing.streams import CHECKPOINT_MANIFEST, checkpoint_dirs
+from vlmixer.processing.streams import CHECKPOINT_MANIFEST, checkpoint_dirs
 
 from .conftest import REPO_ROOT
 from .helpers.faults import killed_at
 from .test_checkpointing import advance, snapshot, training_state
 
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-
-import checkpointing  # noqa: E402
-from pretrain import resume_step  # noqa: E402
+from vlmixer.scripts import checkpointing  # noqa: E402
+from vlmixer.scripts.pretrain import resume_step  # noqa: E402
 
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

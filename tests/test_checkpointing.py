@@ -13,18 +13,15 @@ import torch
 from accelerate import Accelerator
 from transformers import get_scheduler
 
-from modeling_vlmixer import VLMixerForPreTraining
-from processing.collators import SeededCollator
-from processing.streams import CHECKPOINT_MANIFEST, BatchStream, StreamChooser, checkpoint_dirs
+from vlmixer.modeling_vlmixer import VLMixerForPreTraining
+from vlmixer.processing.collators import SeededCollator
+from vlmixer.processing.streams import CHECKPOINT_MANIFEST, BatchStream, StreamChooser, checkpoint_dirs
 
 from .conftest import REPO_ROOT, tiny_config
 from .test_pretraining import pretrain_command, run_inputs  # noqa: F401 (a fixture)
 
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-
-from checkpointing import load_training_state, save_training_state  # noqa: E402
-from pretrain import resume_step, save_checkpoint  # noqa: E402
+from vlmixer.scripts.checkpointing import load_training_state, save_training_state  # noqa: E402
+from vlmixer.scripts.pretrain import resume_step, save_checkpoint  # noqa: E402
 
 
 class Payload:
@@ -153,7 +150,7 @@ def test_pickle_under_our_own_file_names_is_refused_without_running_it(accelerat
     folder, marker = saved[0], tmp_path / "pwned"
     (folder / "optimizer.safetensors").write_bytes(pickle.dumps(Payload(marker)))
     assert "optimizer.safetensors" in refusal(accelerator, folder)  # the checksum no longer matches
-    from checkpointing import write_manifest
+    from vlmixer.scripts.checkpointing import write_manifest
 
     write_manifest(folder, 3, 1)  # a forged manifest: the file itself must still be refused
     message = refusal(accelerator, folder)

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from processing import PatchGalleryBuilder
-from processing import concepts as concepts_module
-from processing.concepts import ConceptMatch, ConceptVocabulary, normalise_form
+from vlmixer.processing import PatchGalleryBuilder
+from vlmixer.processing import concepts as concepts_module
+from vlmixer.processing.concepts import ConceptMatch, ConceptVocabulary, normalise_form
 
 
 @pytest.fixture(scope="module")

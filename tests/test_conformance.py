@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from modeling_vlmixer import (
+from vlmixer.modeling_vlmixer import (
     VLMixerConfig,
     VLMixerForCaptioning,
     VLMixerForImageTextRetrieval,
@@ -278,7 +278,7 @@ def tokenizer(minilm_path):
 
 
 def make_processor(tokenizer, **settings):
-    from processing.processing_vlmixer import VLMixerProcessor, efficientnet_image_processor
+    from vlmixer.processing.processing_vlmixer import VLMixerProcessor, efficientnet_image_processor
 
     return VLMixerProcessor(tokenizer, efficientnet_image_processor(32), cmc_ratio=0.0, **settings)
 
@@ -290,7 +290,7 @@ def an_image():
 
 
 def test_processor_takes_v5_processing_kwargs(tokenizer):
-    from processing.processing_vlmixer import VLMixerProcessor, VLMixerProcessorKwargs
+    from vlmixer.processing.processing_vlmixer import VLMixerProcessor, VLMixerProcessorKwargs
 
     assert VLMixerProcessor.valid_processor_kwargs is VLMixerProcessorKwargs
     processor = make_processor(tokenizer)
@@ -312,7 +312,7 @@ def test_processor_model_input_names_are_what_an_image_text_call_returns(tokeniz
 
 
 def test_processor_save_and_load_is_a_round_trip(tokenizer, tmp_path):
-    from processing.processing_vlmixer import VLMixerProcessor
+    from vlmixer.processing.processing_vlmixer import VLMixerProcessor
 
     processor = make_processor(tokenizer, grid_size=3, max_position_embeddings=40)
     before = processor.to_dict()
@@ -405,7 +405,7 @@ def test_retrieval_takes_texts_padded_at_the_start():
 
 @pytest.mark.parametrize("model_class_name", ["VLMixerForVisualReasoning", "VLMixerForImageTextRetrieval"])
 def test_heads_give_the_same_outputs_with_eager_and_sdpa_attention(model_class_name):
-    import modeling_vlmixer
+    from vlmixer import modeling_vlmixer
 
     model_class = getattr(modeling_vlmixer, model_class_name)
     eager = make(model_class, attn_implementation="eager")

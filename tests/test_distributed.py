@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
-from modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
+from vlmixer.modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
 
 from .conftest import REPO_ROOT
 from .test_pretraining import FEATURE_DIM, tiny_gallery

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from modeling_vlmixer import efficientnet_lite
-from modeling_vlmixer.efficientnet_lite import (
+from vlmixer.modeling_vlmixer import efficientnet_lite
+from vlmixer.modeling_vlmixer.efficientnet_lite import (
     EFFICIENTNET_LITE0_FEATURE_DIM,
     EfficientNetLite0,
     efficientnet_lite0_pretrained,
@@ -178,7 +178,7 @@ def test_preprocess_matches_the_imagenet_recipe():
 
 def test_preprocess_matches_the_processor():
     """Features from `preprocess_images` and from `VLMixerProcessor`'s image processor must be interchangeable."""
-    from processing.processing_vlmixer import efficientnet_image_processor, to_rgb_image
+    from vlmixer.processing.processing_vlmixer import efficientnet_image_processor, to_rgb_image
 
     rng = np.random.default_rng(2)
     images = [skimage_data.chelsea(), rng.integers(0, 256, (100, 333, 3), dtype=np.uint8)]

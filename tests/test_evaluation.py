@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from .conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import evaluate_zero_shot  # noqa: E402
-import make_corpus  # noqa: E402
+from vlmixer.scripts import evaluate_zero_shot  # noqa: E402
+from vlmixer.scripts import make_corpus  # noqa: E402
 
 
 def test_scene_captions_count_and_name_the_objects():

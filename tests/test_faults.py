@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from processing import gallery as gallery_module
-from processing.gallery import GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME, GalleryError, PatchGallery
+from vlmixer.processing import gallery as gallery_module
+from vlmixer.processing.gallery import GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME, GalleryError, PatchGallery
 
 from .helpers.faults import killed_at
 
@@ -182,7 +182,7 @@ def png(array: np.ndarray):
 def test_16_bit_and_float_images_are_scaled_by_their_true_depth():
     from PIL import Image
 
-    from processing.processing_vlmixer import to_rgb_image
+    from vlmixer.processing.processing_vlmixer import to_rgb_image
 
     ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
     expected = np.rint(ramp / 257).astype(np.uint8)
@@ -209,7 +209,7 @@ def test_16_bit_and_float_images_are_scaled_by_their_true_depth():
     ],
 )
 def test_images_outside_the_range_of_their_depth_are_refused(image, message):
-    from processing.processing_vlmixer import to_rgb_image
+    from vlmixer.processing.processing_vlmixer import to_rgb_image
 
     with pytest.raises(ValueError, match=message):
         to_rgb_image(image)
@@ -218,14 +218,11 @@ def test_images_outside_the_range_of_their_depth_are_refused(image, message):
 # ---------------------------------------------------------------------------------------------- pre-training inputs
 
 
-SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
-if SCRIPTS not in sys.path:
-    sys.path.insert(0, SCRIPTS)
 
 
 @pytest.fixture(scope="module")
 def pretrain_inputs(tmp_path_factory):
-    from processing import ConceptVocabulary, PatchGalleryBuilder
+    from vlmixer.processing import ConceptVocabulary, PatchGalleryBuilder
 
     folder = tmp_path_factory.mktemp("pretrain_faults")
     builder = PatchGalleryBuilder("precomputed:test-features", 16)
@@ -254,7 +251,7 @@ def pretrain_args(inputs, output_dir, *extra) -> list[str]:
 
 def refused(argv) -> str:
     """The one-line message pretrain.py exits with (never a traceback, never status 0)."""
-    import pretrain
+    from vlmixer.scripts import pretrain
 
     with pytest.raises(SystemExit) as exit_info:
         pretrain.main(argv)
@@ -282,7 +279,7 @@ def refused(argv) -> str:
     ],
 )
 def test_bad_pretraining_settings_are_one_line_errors(pretrain_inputs, tmp_path, capsys, extra, message):
-    import pretrain
+    from vlmixer.scripts import pretrain
 
     with pytest.raises(SystemExit) as exit_info:
         pretrain.parse_args(pretrain_args(pretrain_inputs, tmp_path / "run", *extra))
@@ -336,10 +333,10 @@ def test_missing_or_damaged_gallery_and_model_are_one_line_errors(pretrain_input
 def test_a_folder_without_tokenizer_files_and_nan_weights_are_refused(tmp_path, minilm_path):
     import shutil
 
-    from inputs import InputError, check_finite_weights, check_tokenizer
+    from vlmixer.scripts.inputs import InputError, check_finite_weights, check_tokenizer
     from transformers import AutoTokenizer
 
-    from modeling_vlmixer import VLMixerForPreTraining
+    from vlmixer.modeling_vlmixer import VLMixerForPreTraining
     from tests.conftest import tiny_config
 
     folder = tmp_path / "no_tokenizer"
@@ -376,7 +373,7 @@ def np_int_view(tensor):
 def test_a_run_folder_is_never_overwritten_or_shrunk_and_no_metrics_row_is_lost(pretrain_inputs, tmp_path):
     import csv
 
-    import pretrain
+    from vlmixer.scripts import pretrain
 
     run = tmp_path / "run"
     figures = pretrain.main(pretrain_args(pretrain_inputs, run))
@@ -410,9 +407,9 @@ def test_a_run_folder_is_never_overwritten_or_shrunk_and_no_metrics_row_is_lost(
 
 def test_integer_labels_get_names_and_bad_labels_are_clear_errors():
     from datasets import Dataset
-    from finetuning import integer_label_names
+    from vlmixer.scripts.finetuning import integer_label_names
 
-    from processing.tasks import TaskDataError
+    from vlmixer.processing.tasks import TaskDataError
 
     splits = {"train": Dataset.from_dict({"label": [0, 2, 1]}), "validation": Dataset.from_dict({"label": [3]})}
     assert integer_label_names(splits) == ["0", "1", "2", "3"]  # before: TypeError, NoneType has no len()
@@ -425,9 +422,9 @@ def test_integer_labels_get_names_and_bad_labels_are_clear_errors():
 def test_an_empty_train_split_is_a_clear_error(tmp_path):
     from types import SimpleNamespace
 
-    from finetuning import load_task_data
+    from vlmixer.scripts.finetuning import load_task_data
 
-    from processing.tasks import TaskDataError
+    from vlmixer.processing.tasks import TaskDataError
 
     row = {"image": "a.png", "boxes": [[0.0, 0.0, 1.0, 1.0]], "text": "a dog", "label": 1}
     from PIL import Image
@@ -443,7 +440,7 @@ def test_an_empty_train_split_is_a_clear_error(tmp_path):
 
 def test_features_that_overflow_the_projection_are_a_clear_error():
     """Finite but huge visual features (1e38) used to give NaN outputs with no error."""
-    from modeling_vlmixer import VLMixerModel
+    from vlmixer.modeling_vlmixer import VLMixerModel
 
     from .conftest import tiny_batch, tiny_config
 
@@ -459,7 +456,7 @@ def test_the_processor_truncates_to_the_model_positions_it_was_saved_with(minilm
     """A text longer than the model's positions: the processor that pretrain.py saves knows the model's limit."""
     from transformers import AutoTokenizer
 
-    from processing import VLMixerProcessor
+    from vlmixer.processing import VLMixerProcessor
 
     processor = VLMixerProcessor(AutoTokenizer.from_pretrained(minilm_path), max_position_embeddings=64)
     encoded = processor(text=["a dress and " * 60], cmc_ratio=0.0)

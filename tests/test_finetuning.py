@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from modeling_vlmixer import (
+from vlmixer.modeling_vlmixer import (
     VLMixerConfig,
     VLMixerForCaptioning,
     VLMixerForImageTextRetrieval,
@@ -22,20 +22,17 @@ from modeling_vlmixer import (
     VLMixerForSequenceClassification,
     VLMixerForVisualReasoning,
 )
-from processing import VLMixerProcessor
-from processing.collators import (
+from vlmixer.processing import VLMixerProcessor
+from vlmixer.processing.collators import (
     DataCollatorForImageText,
     DataCollatorForRegionsAndText,
     DataCollatorForVisualReasoning,
     pad_regions,
 )
-from processing.processing_vlmixer import IGNORE_INDEX, efficientnet_image_processor
-from processing.tasks import TaskConfig, cache_region_features, load_task_split, staged_directory, write_tasks
+from vlmixer.processing.processing_vlmixer import IGNORE_INDEX, efficientnet_image_processor
+from vlmixer.processing.tasks import TaskConfig, cache_region_features, load_task_split, staged_directory, write_tasks
 
 from .conftest import REPO_ROOT
-
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 FEATURE_DIM = 1280  # what the demo checkpoint's processor (efficientnet-lite0) gives; the cache file is named by it
 TINY_TASKS = dict(scenes={"train": 8, "validation": 4, "test": 4}, pool_per_class={"train": 3, "validation": 2, "test": 2})
@@ -169,7 +166,7 @@ SCRIPTS = {  # task -> (head, Auto class name or None, a column its --help must 
 def script(task: str):
     import importlib
 
-    return importlib.import_module(f"finetune_{task}")
+    return importlib.import_module(f"vlmixer.scripts.finetune_{task}")
 
 
 @pytest.mark.parametrize("task", list(SCRIPTS))
@@ -185,7 +182,7 @@ def test_help_explains_the_data_format(task):
 
 def collated_test_batch(task: str, processor, tasks_dir):
     """Two test rows of `task` collated as the script collates them (features from the cache)."""
-    from finetuning import region_cache
+    from vlmixer.scripts.finetuning import region_cache
 
     rows = [load_task_split(tasks_dir, "test", task=task)[i] for i in range(2)]
     args = type("Args", (), {"data_dir": str(tasks_dir), "region_features": None})()
@@ -238,7 +235,7 @@ def test_script_runs_offline_and_its_folder_reloads_with_the_same_logits(task, t
 
 def test_from_scratch_starts_from_the_text_encoder_alone(tasks_dir, tiny_checkpoint, minilm_path, tmp_path):
     """--from_scratch: all-MiniLM-L6-v2's text weights, the checkpoint's vision settings, no pre-trained weights."""
-    from finetuning import load_model
+    from vlmixer.scripts.finetuning import load_model
 
     args = type("Args", (), {"from_scratch": True, "model": str(tiny_checkpoint), "bert_model": minilm_path, "seed": 0})()
     model = load_model(VLMixerForSequenceClassification, args, num_labels=3)
@@ -271,7 +268,7 @@ def test_two_processes_fine_tune_as_one_and_only_the_main_process_writes(tasks_d
 
     common = ["--model", str(tiny_checkpoint), "--data_dir", str(tasks_dir), "--max_steps", "2",
               "--per_device_eval_batch_size", "4", "--learning_rate", "1e-3", "--seed", "0"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT / "scripts")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     script_path = str(REPO_ROOT / "scripts" / "finetune_classification.py")
     one = subprocess.run([sys.executable, script_path, *common, "--per_device_train_batch_size", "4", "--output_dir",
                           str(tmp_path / "one"), "--output", str(tmp_path / "one.json")],

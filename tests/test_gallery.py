@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from processing import gallery as gallery_module
-from processing.gallery import (
+from vlmixer.processing import gallery as gallery_module
+from vlmixer.processing.gallery import (
     GALLERY_CONFIG_NAME,
     GALLERY_WEIGHTS_NAME,
     GalleryError,

@@ -14,7 +14,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from modeling_vlmixer import (
+from vlmixer.modeling_vlmixer import (
     VLMixerForCaptioning,
     VLMixerForImageTextRetrieval,
     VLMixerForPreTraining,
@@ -23,7 +23,7 @@ from modeling_vlmixer import (
     VLMixerForVisualReasoning,
     VLMixerModel,
 )
-from modeling_vlmixer.modeling_vlmixer import ImageRegions, image_sequence_inputs, text_image_pair_inputs
+from vlmixer.modeling_vlmixer.modeling_vlmixer import ImageRegions, image_sequence_inputs, text_image_pair_inputs
 
 from .conftest import tiny_batch, tiny_config
 
@@ -163,8 +163,8 @@ def test_pair_sequences_are_the_processor_layout():
 def test_sequences_match_the_processor_with_the_real_tokenizer(minilm_path):
     from transformers import AutoTokenizer
 
-    from processing import VLMixerProcessor
-    from processing.processing_vlmixer import efficientnet_image_processor
+    from vlmixer.processing import VLMixerProcessor
+    from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
     processor = VLMixerProcessor(AutoTokenizer.from_pretrained(minilm_path), efficientnet_image_processor(32),
                                  backbone_id="precomputed:test-features")  # fmt: skip

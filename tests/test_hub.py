@@ -17,11 +17,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, pipeline
 
-import modeling_vlmixer
-from modeling_vlmixer import VLMixerForPreTraining
-from modeling_vlmixer.pipeline_vlmixer import save_pipelines
-from processing import ConceptVocabulary, PatchGalleryBuilder, VLMixerProcessor
-from processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer import modeling_vlmixer
+from vlmixer.modeling_vlmixer import VLMixerForPreTraining
+from vlmixer.modeling_vlmixer.pipeline_vlmixer import save_pipelines
+from vlmixer.processing import ConceptVocabulary, PatchGalleryBuilder, VLMixerProcessor
+from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
 from .conftest import REPO_ROOT, run_isolated_python
 from .test_pipelines import ANSWERS, LABELS, backbone_config, image_array
@@ -165,8 +165,7 @@ def run_push(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 
 
 def load_push_module():
-    sys.path.insert(0, str(SCRIPTS))
-    import push_to_hub
+    from vlmixer.scripts import push_to_hub
 
     return push_to_hub
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from processing.metrics import METRIC_NAMES, metric_path
-from processing.metrics.caption_metrics import caption_metrics
-from processing.metrics.recall_at_k.recall_at_k import recall_at_k
-from processing.metrics.vqa_accuracy.vqa_accuracy import normalize_answer
+from vlmixer.processing.metrics import METRIC_NAMES, metric_path
+from vlmixer.processing.metrics.caption_metrics import caption_metrics
+from vlmixer.processing.metrics.recall_at_k.recall_at_k import recall_at_k
+from vlmixer.processing.metrics.vqa_accuracy.vqa_accuracy import normalize_answer
 
 from .conftest import REPO_ROOT
 
@@ -191,7 +191,7 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.create_connection = refuse
 import evaluate
-from processing.metrics import METRIC_NAMES, metric_path
+from vlmixer.processing.metrics import METRIC_NAMES, metric_path
 
 loaded = {{name: evaluate.load(metric_path(name)) for name in METRIC_NAMES}}
 figures = {{

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, BertModel
 
-from modeling_vlmixer import VLMixerConfig, VLMixerForMaskedLM, VLMixerModel
+from vlmixer.modeling_vlmixer import VLMixerConfig, VLMixerForMaskedLM, VLMixerModel
 
 from .conftest import tiny_batch, tiny_config
 

@@ -8,17 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processing import ConceptVocabulary, PatchGallery
-from processing.sources import DataError, holdout_split, load_labelled_images
+from vlmixer.processing import ConceptVocabulary, PatchGallery
+from vlmixer.processing.sources import DataError, holdout_split, load_labelled_images
 
 from .conftest import REPO_ROOT
-
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import build_gallery  # noqa: E402
-import build_vocabulary  # noqa: E402
-import evaluate_zero_shot  # noqa: E402
-import pretrain  # noqa: E402
+from vlmixer.scripts import build_gallery  # noqa: E402
+from vlmixer.scripts import build_vocabulary  # noqa: E402
+from vlmixer.scripts import evaluate_zero_shot  # noqa: E402
+from vlmixer.scripts import pretrain  # noqa: E402
 
 
 CLASSES = ("circle", "square", "Hot_air_balloon")  # the last as a folder name: underscores, capitals
@@ -315,7 +312,7 @@ def test_a_save_to_disk_dataset_with_an_image_feature_and_string_labels(tmp_path
 def test_the_processor_is_built_without_an_image_processor_for_text(minilm_path):
     from transformers import AutoTokenizer
 
-    from processing import VLMixerProcessor
+    from vlmixer.processing import VLMixerProcessor
 
     processor = VLMixerProcessor(AutoTokenizer.from_pretrained(minilm_path))
     assert processor(text=["a red circle"], cmc_ratio=0.0)["input_ids"].shape == (1, 5)
@@ -329,7 +326,7 @@ def test_evaluation_given_the_run_folder_points_to_its_final_model(run, image_fo
 
 
 def test_the_shapes_example_is_an_imagefolder_with_a_corpus_the_gallery_vocabulary_reads(tmp_path):
-    import make_example_data
+    from vlmixer.scripts import make_example_data
 
     summary = make_example_data.main(["--example", "shapes", "--output_dir", str(tmp_path / "ex"), "--sentences", "300"])
     source = load_labelled_images(str(tmp_path / "ex" / "images"), split="test")

@@ -19,16 +19,16 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoTokenizer, pipeline
 
-import modeling_vlmixer
-from modeling_vlmixer import VLMixerForPreTraining
-from modeling_vlmixer.pipeline_vlmixer import (
+from vlmixer import modeling_vlmixer
+from vlmixer.modeling_vlmixer import VLMixerForPreTraining
+from vlmixer.modeling_vlmixer.pipeline_vlmixer import (
     PIPELINES,
     VLMixerZeroShotImageClassificationPipeline,
     custom_pipelines_for,
     save_pipelines,
 )
-from processing import ConceptVocabulary, VLMixerProcessor
-from processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.processing import ConceptVocabulary, VLMixerProcessor
+from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
 from .conftest import REPO_ROOT, run_isolated_python, tiny_config
 
@@ -293,7 +293,7 @@ def test_vqa_inputs_boxes_and_errors(vqa_folder):
 
 @needs_qa_head
 def test_vqa_refuses_a_model_without_answer_vocabulary(zero_shot_folder, tiny_processor):
-    from modeling_vlmixer.pipeline_vlmixer import VLMixerVisualQuestionAnsweringPipeline
+    from vlmixer.modeling_vlmixer.pipeline_vlmixer import VLMixerVisualQuestionAnsweringPipeline
 
     _, model = zero_shot_folder
     with pytest.raises(ValueError, match="id2label"):
@@ -386,7 +386,7 @@ def trained(tmp_path_factory):
         pytest.skip(f"Fashion-MNIST is not in {FASHION_MNIST}")
     import shutil
 
-    from processing.sources import load_fashion_mnist
+    from vlmixer.processing.sources import load_fashion_mnist
 
     folder = tmp_path_factory.mktemp("trained") / "vlmixer-small"
     shutil.copytree(CHECKPOINT, folder)
@@ -399,8 +399,7 @@ def test_trained_checkpoint_classifies_as_the_evaluation_does(trained):
     """The first five test images of the four classes the evaluation gets right most often (trousers, sandals, bags,
     sneakers: 88-96% in make demo): the pipeline's scores are scripts/evaluate_zero_shot.py's own, and at least 16 of
     the 20 are right (chance: 2)."""
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import evaluate_zero_shot as evaluation
+    from vlmixer.scripts import evaluate_zero_shot as evaluation
 
     classifier, images, labels = trained
     names = evaluation.CLASS_NAMES
@@ -428,8 +427,7 @@ def test_trained_checkpoint_classifies_as_the_evaluation_does(trained):
 
 def test_trained_checkpoint_scores_follow_the_candidate_labels(trained):
     """Removing the winning label hands the win to another; the labels come back in the order of their scores."""
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from evaluate_zero_shot import recorded_prompt
+    from vlmixer.scripts.evaluate_zero_shot import recorded_prompt
 
     classifier, images, labels = trained
     index = int(np.flatnonzero(labels == 1)[0])  # a trouser
@@ -448,7 +446,7 @@ def test_register_pipelines_serves_model_objects_by_task_name(zero_shot_folder, 
     """In-process registration (it replaces CLIP's built-in task for this process, so it is restored afterwards)."""
     from transformers.pipelines import PIPELINE_REGISTRY
 
-    from modeling_vlmixer.pipeline_vlmixer import register_pipelines
+    from vlmixer.modeling_vlmixer.pipeline_vlmixer import register_pipelines
 
     _, model = zero_shot_folder
     saved = dict(PIPELINE_REGISTRY.supported_tasks)

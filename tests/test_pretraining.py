@@ -15,11 +15,11 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoModelForPreTraining, AutoTokenizer
 
-from modeling_vlmixer import VLMixerForPreTraining
-from processing import ConceptVocabulary, DataCollatorForCMC, DataCollatorForPairs, DataCollatorForTags
-from processing import PatchGalleryBuilder, VLMixerProcessor
-from processing.processing_vlmixer import efficientnet_image_processor
-from processing.streams import GalleryRows
+from vlmixer.modeling_vlmixer import VLMixerForPreTraining
+from vlmixer.processing import ConceptVocabulary, DataCollatorForCMC, DataCollatorForPairs, DataCollatorForTags
+from vlmixer.processing import PatchGalleryBuilder, VLMixerProcessor
+from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.processing.streams import GalleryRows
 
 from .conftest import REPO_ROOT, tiny_config
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoProcessor, AutoTokenizer
 
-from modeling_vlmixer import VLMixerModel
-from processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor
-from processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.modeling_vlmixer import VLMixerModel
+from vlmixer.processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor
+from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
 from .conftest import run_isolated_python, tiny_config
 
@@ -320,7 +320,7 @@ def test_collator_names_a_missing_column(processor):
 def test_cmc_picture_shows_each_patch_thumbnail_where_its_word_was(processor, tmp_path):
     from PIL import Image
 
-    from processing.visualize import THUMBNAIL_PX, mixed_pieces, render_mixed_sentences
+    from vlmixer.processing.visualize import THUMBNAIL_PX, mixed_pieces, render_mixed_sentences
 
     pieces = mixed_pieces(processor, "A teddy bear on the bed.", seed=0, cmc_ratio=1.0)
     assert [p.word or p.concept for p in pieces] == ["a", "teddy bear", "on", "the", "bed", "."]
@@ -367,7 +367,7 @@ def test_random_replacement_never_makes_a_visual_placeholder():
     """BERT's 10% random tokens once drew [unused0] and a pair batch then had one placeholder more than features."""
     import torch
 
-    from processing.collators import mask_tokens
+    from vlmixer.processing.collators import mask_tokens
 
     generator = torch.Generator().manual_seed(0)
     ids = torch.full((64, 64), 2000)

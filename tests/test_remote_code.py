@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import pipeline
 
-from modeling_vlmixer import (
+from vlmixer.modeling_vlmixer import (
     VLMixerForCaptioning,
     VLMixerForImageTextRetrieval,
     VLMixerForMaskedLM,

@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from modeling_vlmixer import VLMixerForPreTraining
-from processing import ConceptVocabulary, PatchGallery, VLMixerProcessor
-from processing.gallery import GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME
-from processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.modeling_vlmixer import VLMixerForPreTraining
+from vlmixer.processing import ConceptVocabulary, PatchGallery, VLMixerProcessor
+from vlmixer.processing.gallery import GALLERY_CONFIG_NAME, GALLERY_WEIGHTS_NAME
+from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
 from .conftest import run_isolated_python, tiny_config
 
@@ -95,7 +95,7 @@ def test_a_checkpoint_runs_as_remote_code_without_the_optional_packages(checkpoi
 def test_a_checkpoint_with_half_a_gallery_is_refused(checkpoint, tmp_path, only):
     import shutil
 
-    from processing.gallery import GalleryError
+    from vlmixer.processing.gallery import GalleryError
 
     folder = tmp_path / "half"
     shutil.copytree(checkpoint, folder)

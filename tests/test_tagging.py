@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from processing import ConceptVocabulary
-from processing.tagging import ConceptNamer, DetectorTagger, ImageNetTagger, WordNetHypernyms, imagenet_classes
+from vlmixer.processing import ConceptVocabulary
+from vlmixer.processing.tagging import ConceptNamer, DetectorTagger, ImageNetTagger, WordNetHypernyms, imagenet_classes
 
 from .conftest import REPO_ROOT
 
@@ -99,8 +99,7 @@ def test_detector_tagger_gives_normalised_boxes_above_threshold(tiny_detector):
 
 
 def run_build_gallery(*argv) -> dict:
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import build_gallery
+    from vlmixer.scripts import build_gallery
 
     return build_gallery.main(list(argv))
 
@@ -109,7 +108,7 @@ def run_build_gallery(*argv) -> dict:
 def test_build_gallery_from_an_unannotated_folder_with_the_imagenet_tagger(tmp_path):
     from PIL import Image
 
-    from processing import PatchGallery
+    from vlmixer.processing import PatchGallery
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from processing.sources import load_fashion_mnist
-from processing.tasks import (
+from vlmixer.processing.sources import load_fashion_mnist
+from vlmixer.processing.tasks import (
     CLASS_NAMES,
     CLASSIFICATION_LABELS,
     REASONING_LABELS,
@@ -112,7 +112,7 @@ def test_boxes_cover_exactly_the_pasted_images(tasks_dir, fashion):
 
 
 def test_image_pools_are_class_balanced_and_disjoint():
-    from processing.tasks import image_pools
+    from vlmixer.processing.tasks import image_pools
 
     train_labels, test_labels = np.arange(30) % 10, np.arange(20) % 10
     pools = image_pools(train_labels, test_labels, {"train": 2, "validation": 1, "test": 1}, seed=0)
@@ -409,8 +409,8 @@ def test_feature_cache_computes_each_distinct_crop_once_and_survives_a_move(task
 def test_processor_inputs_for_one_and_two_image_rows(tasks_dir, tmp_path, minilm_path):
     from transformers import AutoTokenizer
 
-    from processing import VLMixerProcessor
-    from processing.processing_vlmixer import efficientnet_image_processor
+    from vlmixer.processing import VLMixerProcessor
+    from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
     root = tmp_path / "copy"
     shutil.copytree(tasks_dir, root)
@@ -433,7 +433,7 @@ def test_processor_inputs_for_one_and_two_image_rows(tasks_dir, tmp_path, minilm
 
 
 def test_real_backbone_features_of_a_scene_region_are_those_of_its_fashion_mnist_image(tasks_dir, fashion, tmp_path):
-    from processing.features import RegionFeatureExtractor
+    from vlmixer.processing.features import RegionFeatureExtractor
 
     root = tmp_path / "copy"
     shutil.copytree(tasks_dir, root)
@@ -449,8 +449,7 @@ def test_real_backbone_features_of_a_scene_region_are_those_of_its_fashion_mnist
 
 
 def test_make_tasks_writes_the_folder_and_reports_json_last(tmp_path, capsys):
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import make_tasks
+    from vlmixer.scripts import make_tasks
 
     with pytest.raises(SystemExit) as help_exit:
         make_tasks.parse_args(["--help"])
@@ -475,7 +474,7 @@ def test_zero_shot_script_shares_the_scene_code_without_importing_the_package():
     would then load those instead of the saved folder's code."""
     import subprocess
 
-    code = ("import sys; sys.path.insert(0, 'scripts'); import evaluate_zero_shot as e; "
+    code = ("from vlmixer.scripts import evaluate_zero_shot as e; "
             "print([m for m in sys.modules if m.split('.')[0] in ('processing', 'modeling_vlmixer')]); "
             "print(e.make_scenes(__import__('numpy').arange(10), 1, seed=0)[0]['caption'])")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,

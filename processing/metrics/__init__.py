@@ -2,7 +2,7 @@
 The downstream metrics as local `evaluate` modules that ship with the package and load offline:
 
     import evaluate
-    from processing.metrics import metric_path
+    from vlmixer.processing.metrics import metric_path
 
     recall = evaluate.load(metric_path("recall_at_k"))      # retrieval: Recall@1/5/10, both directions
     vqa = evaluate.load(metric_path("vqa_accuracy"))        # VQA soft accuracy (human answers or soft targets)

@@ -11,9 +11,9 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoTokenizer
 
-from modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
-from processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor
-from processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
+from vlmixer.processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor
+from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
 SENTENCES = [
     "A white t-shirt and blue jeans.", "She wore a red dress.", "Two bags and a coat.", "Sneakers under the bed.",

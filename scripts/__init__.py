@@ -1,0 +1,1 @@
+"""The command-line tools, one module each; `pip install` makes them `vlmixer-*` commands (see pyproject.toml)."""
