@@ -1,4 +1,4 @@
-"""VLMixer pipelines: zero-shot image classification and visual question answering.
+"""VLMixer pipelines: zero-shot image classification, visual question answering, and text and image embeddings.
 
 This file ships with a saved VLMixer folder as Hugging Face remote code (it imports only torch, numpy, transformers
 and the standard library at module level; PIL inside functions), so that someone who never installed this package runs
@@ -9,17 +9,24 @@ from transformers import pipeline
 classifier = pipeline("zero-shot-image-classification", model="org/vlmixer-small", trust_remote_code=True)
 classifier("shoe.png", candidate_labels=["sneaker", "bag", "dress"])  # [{"score": 0.93, "label": "sneaker"}, ...]
 
+embed_text = pipeline("feature-extraction", model="org/vlmixer-small", trust_remote_code=True)
+embed_text("a red sneaker", pool=True)  # [[...]]: the unit search embedding, as model.get_text_features gives it
+embed_image = pipeline("image-feature-extraction", model="org/vlmixer-small", trust_remote_code=True)
+embed_image("shoe.png", pool=True)  # [[...]]: the unit search embedding, as model.get_image_features gives it
+
 vqa = pipeline("visual-question-answering", model="org/vlmixer-vqa", trust_remote_code=True)
 vqa(image="shoe.png", question="what is this?", top_k=3)  # [{"score": 0.81, "answer": "shoe"}, ...]
 ```
 
 `pipeline(task, model=folder, trust_remote_code=True)` reads the folder's `config.json`: a task listed in its
 `custom_pipelines` is served by the class named there (`"pipeline_vlmixer.<Class>"`, loaded from this file in the
-folder) before transformers looks at its own tasks. That is how a folder answers to the built-in
-`zero-shot-image-classification` name and to `visual-question-answering`, which transformers v5 removed from its own
-pipelines. `save_pipelines(folder)` writes that entry and copies this file; `register_pipelines()` registers the
-classes with `transformers.pipelines.PIPELINE_REGISTRY` for in-process use with a model object.
+folder) before transformers looks at its own tasks. That is how a folder answers to the built-in task names and to
+`visual-question-answering`, which transformers v5 removed from its own pipelines. `save_pipelines(folder)` writes
+those entries and copies this file. For a model object, `register_pipelines(model)` writes them into the model's own
+config and `pipeline_for(task, model, processor=...)` builds the pipeline they name; transformers' process-wide
+registry is never touched, so CLIP and every other model keep their stock pipelines in the same process.
 
+Every pipeline takes `batch_size=` (inputs are padded into batches, as transformers' own pipelines pad them).
 Images (a PIL image, a path or URL, or an (H, W) / (H, W, C) uint8 array) go through the processor's image processor
 and the model's built-in frozen backbone (EfficientNet-Lite0) as one visual token: the whole image with box
 (0, 0, 1, 1), the way the model was evaluated zero-shot.
@@ -34,6 +41,8 @@ import torch
 from torch.nn import functional as F
 
 from transformers.pipelines.base import Pipeline
+from transformers.pipelines.feature_extraction import FeatureExtractionPipeline
+from transformers.pipelines.image_feature_extraction import ImageFeatureExtractionPipeline
 
 
 IMAGE_MARKER = "<image>"  # where the processor puts an image's visual token in a text
@@ -41,6 +50,54 @@ WHOLE_IMAGE_BOX = [0.0, 0.0, 1.0, 1.0]
 MAX_LOGIT_SCALE = 4.6052  # ln(100): the bound the model applies to its learnt inverse temperature
 PIPELINE_FILE = "pipeline_vlmixer.py"
 CONFIG_NAME = "config.json"
+# scripts/evaluate_zero_shot.py records there the prompt it chose for a checkpoint on held-out images
+EVAL_RESULTS_NAME = "eval_results.json"
+DEFAULT_HYPOTHESIS_TEMPLATE = "a photo of a {}."  # when a checkpoint records none
+
+
+def given(**params) -> dict:
+    """The parameters that were passed (not None): what a pipeline's `_sanitize_parameters` hands on."""
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def checked_top_k(top_k):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"`top_k` must be a whole number of at least 1, got {top_k!r}.")
+    return top_k
+
+
+def checked_template(template: str) -> str:
+    """A zero-shot prompt: one `{}` (the label for the classes, the image's visual token for the image)."""
+    if not isinstance(template, str) or template.count("{}") != 1 or IMAGE_MARKER in template:
+        raise ValueError(f"`hypothesis_template` must hold exactly one '{{}}' (and no {IMAGE_MARKER}), got {template!r}.")
+    return template
+
+
+def recorded_prompt(name_or_path) -> str:
+    """
+    The prompt the checkpoint `name_or_path` (a folder or a Hub id) records in `eval_results.json`, else
+    "a photo of a {}.". A Trainer's `eval_results.json` holds metrics only: no prompt was chosen for that checkpoint.
+    """
+    from transformers.utils import cached_file
+
+    if not name_or_path:  # a model built in memory has no folder
+        return DEFAULT_HYPOTHESIS_TEMPLATE
+    try:
+        path = cached_file(str(name_or_path), EVAL_RESULTS_NAME, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)  # fmt: skip
+    except OSError:  # the folder a model object was loaded from is gone
+        return DEFAULT_HYPOTHESIS_TEMPLATE
+    if path is None:
+        return DEFAULT_HYPOTHESIS_TEMPLATE
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): rerun the evaluation or delete the file.") from None
+    prompt = record.get("prompt", DEFAULT_HYPOTHESIS_TEMPLATE) if isinstance(record, dict) else None
+    if not isinstance(prompt, str) or prompt.count("{}") != 1:
+        raise ValueError(f"{path} records the prompt {prompt!r}; a prompt holds exactly one '{{}}' for the label.")
+    return prompt
 
 
 def as_rgb_image(image, timeout: float | None = None):
@@ -70,20 +127,14 @@ def as_rgb_image(image, timeout: float | None = None):
 
 
 class VLMixerPipelineMixin:
-    """What both VLMixer pipelines share: the `VLMixerProcessor` (loaded with the model), images, and saving."""
+    """What the VLMixer pipelines share: the `VLMixerProcessor` (loaded with the model), images, and saving."""
 
-    # `pipeline()` loads the folder's AutoProcessor (tokenizer, image processor, vocabulary) and nothing else.
+    # `pipeline()` loads the folder's AutoProcessor (tokenizer, image processor, vocabulary) and nothing else; the
+    # base class takes the tokenizer from it, which pads the inputs into batches.
     _load_processor = True
     _load_tokenizer = False
     _load_image_processor = False
     _load_feature_extractor = False
-
-    def _run(self, inputs, kwargs):
-        """Pipeline.__call__ one input at a time: the inputs (prompts of different lengths, label lists) do not pad
-        into batches, so `batch_size` is accepted and ignored (the label prompts are embedded once and cached)."""
-        kwargs.pop("batch_size", None)
-        self._batch_size = None
-        return Pipeline.__call__(self, inputs, **kwargs)
 
     def _check_processor(self):
         if self.processor is None or not hasattr(self.processor, "encode_image_text"):
@@ -92,8 +143,16 @@ class VLMixerPipelineMixin:
                 "same folder) or load the pipeline from a folder that holds one."
             )
 
+    def _check_contrastive_model(self):
+        if not all(hasattr(self.model, name) for name in ("contrastive", "get_text_features", "get_image_features")):
+            raise ValueError(
+                f"{type(self.model).__name__} has no contrastive head; {type(self).__name__} needs the pre-training "
+                "model (AutoModelForPreTraining) or the retrieval model."
+            )
+
     def _image_inputs(self, image, text: str, timeout=None) -> dict:
-        """`text` holding one `<image>` marker, filled with the whole image as one visual token."""
+        """`text` holding one `<image>` marker, filled with the whole image as one visual token: input_ids and
+        attention_mask (1, L), pixel_values (1, 3, S, S), visual_boxes (1, 4)."""
         image = as_rgb_image(image, timeout=timeout)
         batch = self.processor(text=[text], images=[image], boxes=[[WHOLE_IMAGE_BOX]], return_tensors="pt")
         inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values", "visual_boxes")}
@@ -101,11 +160,14 @@ class VLMixerPipelineMixin:
         return inputs
 
     def save_pretrained(self, save_directory, **kwargs):
-        """Saves the model, the processor (with its vocabulary and gallery), this file and the `custom_pipelines` entry."""
+        """Saves the model, the processor (with its vocabulary and gallery), this file and the `custom_pipelines`
+        entry of this pipeline's task alone (as transformers' `Pipeline.save_pretrained` does), so that
+        `pipeline(model=folder, trust_remote_code=True)` needs no task name."""
         os.makedirs(save_directory, exist_ok=True)
         self.model.save_pretrained(save_directory, **kwargs)
-        self.processor.save_pretrained(save_directory, **kwargs)
-        save_pipelines(save_directory, tasks=[self.task] if self.task in PIPELINES else None)
+        (self.processor or self.tokenizer).save_pretrained(save_directory, **kwargs)
+        if self.task in PIPELINES:
+            save_pipelines(save_directory, tasks=[self.task], keep_others=False)
 
 
 # ---------------------------------------------------------------------------------------------- zero-shot
@@ -118,42 +180,51 @@ class VLMixerZeroShotImageClassificationPipeline(VLMixerPipelineMixin, Pipeline)
     its name ("a photo of a sneaker."); the scores are the softmax, at the model's learnt temperature, of the cosine
     similarities of their contrastive sentence embeddings.
 
-    When the processor's concept vocabulary knows a label, its prompt is the average over the label's surface forms
-    ("trouser", "trousers", "jeans", ...), as in the model's zero-shot evaluation; `use_concept_forms=False` uses the
-    label alone.
+    The prompt defaults to the one the checkpoint records in its `eval_results.json` (chosen on held-out images by
+    scripts/evaluate_zero_shot.py), else "a photo of a {}.". When the processor's concept vocabulary knows a label, its
+    prompt is the average over the label's surface forms ("trouser", "trousers", "jeans", ...), as in the model's
+    zero-shot evaluation; `use_concept_forms=False` uses the label alone.
 
     Example:
 
     ```python
     >>> classifier = pipeline("zero-shot-image-classification", model="org/vlmixer-small", trust_remote_code=True)
-    >>> classifier(image, candidate_labels=["sneaker", "bag", "dress"], hypothesis_template="a photo of a {}.")
-    [{'score': 0.93, 'label': 'sneaker'}, {'score': 0.05, 'label': 'bag'}, {'score': 0.02, 'label': 'dress'}]
+    >>> classifier(image, candidate_labels=["sneaker", "bag", "dress"], top_k=2)
+    [{'score': 0.93, 'label': 'sneaker'}, {'score': 0.05, 'label': 'bag'}]
     ```
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._check_processor()
-        if not hasattr(self.model, "sentence_embeddings") or not hasattr(self.model, "contrastive"):
-            raise ValueError(
-                f"{type(self.model).__name__} has no contrastive head; zero-shot classification needs the pre-training "
-                "model (AutoModelForPreTraining)."
-            )
+        self._check_contrastive_model()
         self._label_cache = {}
+        self._default_hypothesis_template = None
+
+    @property
+    def default_hypothesis_template(self) -> str:
+        """The checkpoint's recorded prompt (read on first use, so that a call naming its own prompt never needs it)."""
+        if self._default_hypothesis_template is None:
+            template = recorded_prompt(getattr(self.model, "name_or_path", None))
+            self._default_hypothesis_template = checked_template(template)
+        return self._default_hypothesis_template
 
     def __call__(self, image=None, candidate_labels=None, **kwargs):
         """
         Args:
             image: a PIL image, a path or URL, an (H, W) / (H, W, C) array, or a list of those.
             candidate_labels (`list[str]`): the classes.
-            hypothesis_template (`str`, defaults to `"a photo of a {}."`): the prompt; `{}` is the label for the
-                classes and the image's visual token for the image.
+            hypothesis_template (`str`, *optional*): the prompt; `{}` is the label for the classes and the image's
+                visual token for the image. Defaults to the prompt the checkpoint's `eval_results.json` records,
+                else `"a photo of a {}."`.
+            top_k (`int`, *optional*): return the `top_k` best labels only (all by default).
             use_concept_forms (`bool`, defaults to `True`): average each label known to the concept vocabulary over
                 its surface forms.
+            batch_size (`int`, *optional*): images per forward pass (the label prompts are embedded once per call).
             timeout (`float`, *optional*): for images given as URLs.
 
-        Returns: per image, a list of `{"score", "label"}` for every candidate label, the highest score first; the
-        scores sum to 1.
+        Returns: per image, a list of `{"score", "label"}`, the highest score first; the scores of all the candidate
+        labels sum to 1.
         """
         if "images" in kwargs:
             image = kwargs.pop("images")
@@ -163,23 +234,25 @@ class VLMixerZeroShotImageClassificationPipeline(VLMixerPipelineMixin, Pipeline)
             raise ValueError("Pass `candidate_labels`, the list of classes to choose from.")
         if isinstance(candidate_labels, str):
             candidate_labels = [label.strip() for label in candidate_labels.split(",")]
-        return self._run(image, {**kwargs, "candidate_labels": list(candidate_labels)})
+        return super().__call__(image, candidate_labels=list(candidate_labels), **kwargs)
 
-    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, use_concept_forms=None, timeout=None, **kwargs):
+    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, use_concept_forms=None, top_k=None,
+                             timeout=None, **kwargs):  # fmt: skip
         if kwargs:
             raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
-        preprocess = {"candidate_labels": candidate_labels, "hypothesis_template": hypothesis_template, "timeout": timeout}
-        preprocess = {key: value for key, value in preprocess.items() if value is not None}
-        forward = {} if use_concept_forms is None else {"use_concept_forms": use_concept_forms}
-        return preprocess, forward, {}
+        if hypothesis_template is not None:
+            checked_template(hypothesis_template)
+        # The labels and the prompt go to the forward pass as parameters, not with each image, so that the images
+        # alone are batched.
+        preprocess = given(hypothesis_template=hypothesis_template, timeout=timeout)
+        forward = given(candidate_labels=candidate_labels, hypothesis_template=hypothesis_template,
+                        use_concept_forms=use_concept_forms)  # fmt: skip
+        postprocess = given(candidate_labels=candidate_labels, top_k=checked_top_k(top_k))
+        return preprocess, forward, postprocess
 
-    def preprocess(self, image, candidate_labels=None, hypothesis_template="a photo of a {}.", timeout=None):
-        if hypothesis_template.count("{}") != 1 or IMAGE_MARKER in hypothesis_template:
-            raise ValueError(f"`hypothesis_template` must hold exactly one '{{}}' (and no {IMAGE_MARKER}), got {hypothesis_template!r}.")
-        inputs = self._image_inputs(image, hypothesis_template.format(IMAGE_MARKER), timeout)
-        inputs["candidate_labels"] = candidate_labels
-        inputs["hypothesis_template"] = hypothesis_template
-        return inputs
+    def preprocess(self, image, hypothesis_template=None, timeout=None):
+        template = hypothesis_template or self.default_hypothesis_template
+        return self._image_inputs(image, template.format(IMAGE_MARKER), timeout)
 
     def label_forms(self, label: str, use_concept_forms: bool = True) -> list[str]:
         """The names a label is prompted with: the label, then its concept's other surface forms when known."""
@@ -206,18 +279,85 @@ class VLMixerZeroShotImageClassificationPipeline(VLMixerPipelineMixin, Pipeline)
             self._label_cache = {key: F.normalize(summed / counts.unsqueeze(-1), dim=-1)}
         return self._label_cache[key]
 
-    def _forward(self, model_inputs, use_concept_forms: bool = True):
-        candidate_labels = model_inputs.pop("candidate_labels")
-        hypothesis_template = model_inputs.pop("hypothesis_template")
-        image_embedding = self.model.sentence_embeddings(**model_inputs)
-        labels = self.label_embeddings(candidate_labels, hypothesis_template, use_concept_forms)
+    def _forward(self, model_inputs, candidate_labels, hypothesis_template=None, use_concept_forms: bool = True):
+        """A batch of images (B, L) prompts -> logits (B, labels)."""
+        template = hypothesis_template or self.default_hypothesis_template
+        image_embeddings = self.model.sentence_embeddings(**model_inputs)
+        labels = self.label_embeddings(candidate_labels, template, use_concept_forms)
         scale = self.model.contrastive.logit_scale.detach().clamp(max=MAX_LOGIT_SCALE).exp()
-        return {"candidate_labels": candidate_labels, "logits": scale * image_embedding.float() @ labels.float().T}
+        return {"logits": scale * image_embeddings.float() @ labels.float().T}
 
-    def postprocess(self, model_outputs):
+    def postprocess(self, model_outputs, candidate_labels, top_k=None):
         scores = model_outputs["logits"][0].softmax(dim=-1).tolist()
-        ranked = sorted(zip(scores, model_outputs["candidate_labels"]), key=lambda pair: -pair[0])
-        return [{"score": score, "label": label} for score, label in ranked]
+        ranked = sorted(zip(scores, candidate_labels), key=lambda pair: -pair[0])
+        return [{"score": score, "label": label} for score, label in ranked[:top_k]]
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+
+
+class VLMixerFeatureExtractionPipeline(VLMixerPipelineMixin, FeatureExtractionPipeline):
+    """
+    Text features from a VLMixer with a contrastive head (`VLMixerForPreTraining`): transformers' `feature-extraction`
+    (the encoder's token states, (1, tokens, hidden_size) per text) plus `pool=True`, the name
+    `image-feature-extraction` gives pooled outputs: the (1, projection_dim) unit text embedding for search, exactly
+    `model.get_text_features(...).pooler_output`. Its dot product with `image-feature-extraction`'s `pool=True`
+    output is the model's cosine similarity of text and image.
+
+    Example:
+
+    ```python
+    >>> embed = pipeline("feature-extraction", model="org/vlmixer-small", trust_remote_code=True)
+    >>> embed(["a red sneaker", "a leather bag"], pool=True, return_tensors=True)[0].shape
+    torch.Size([1, 256])
+    ```
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check_contrastive_model()
+
+    def _sanitize_parameters(self, pool=None, **kwargs):
+        preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
+        return preprocess, forward, {**postprocess, **given(pool=pool)}
+
+    def _forward(self, model_inputs):
+        """Token ids (B, L) -> last_hidden_state (B, L, hidden_size) and pooler_output (B, projection_dim)."""
+        return self.model.get_text_features(**model_inputs)
+
+    # the same `pool` and `return_tensors` as transformers' image-feature-extraction
+    postprocess = ImageFeatureExtractionPipeline.postprocess
+
+
+class VLMixerImageFeatureExtractionPipeline(VLMixerPipelineMixin, ImageFeatureExtractionPipeline):
+    """
+    Image features from a VLMixer with a contrastive head (`VLMixerForPreTraining`), as transformers'
+    `image-feature-extraction`: the encoder's token states of `[CLS] image [SEP]` ((1, 3, hidden_size) per image, the
+    whole image as one visual token), or with `pool=True` the (1, projection_dim) unit image embedding for search,
+    exactly `model.get_image_features(pixel_values=..., visual_boxes=...).pooler_output`.
+
+    Example:
+
+    ```python
+    >>> embed = pipeline("image-feature-extraction", model="org/vlmixer-small", trust_remote_code=True)
+    >>> embed("shoe.png", pool=True, return_tensors=True).shape
+    torch.Size([1, 256])
+    ```
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check_processor()
+        self._check_contrastive_model()
+
+    def preprocess(self, image, timeout=None):
+        """The whole image: pixel_values (1, 3, S, S) for the model's backbone and its box (1, 4)."""
+        inputs = self._image_inputs(image, IMAGE_MARKER, timeout)  # `[CLS] <image> [SEP]`: its crop and box are used
+        return {"pixel_values": inputs["pixel_values"], "visual_boxes": inputs["visual_boxes"]}
+
+    def _forward(self, model_inputs):
+        """B images -> last_hidden_state (B, 3, hidden_size) and pooler_output (B, projection_dim)."""
+        return self.model.get_image_features(**model_inputs)
 
 
 # ---------------------------------------------------------------------------------------------- visual question answering
@@ -259,6 +399,7 @@ class VLMixerVisualQuestionAnsweringPipeline(VLMixerPipelineMixin, Pipeline):
             top_k (`int`, defaults to 5): how many answers to return (at most the answer vocabulary).
             boxes (`list` of normalised `(x1, y1, x2, y2)`, *optional*): the regions of every image; by default the
                 whole image and the processor's grid.
+            batch_size (`int`, *optional*): questions per forward pass.
             timeout (`float`, *optional*): for images given as URLs.
 
         Returns: per question, a list of `{"score", "answer"}`, the highest score first.
@@ -280,14 +421,12 @@ class VLMixerVisualQuestionAnsweringPipeline(VLMixerPipelineMixin, Pipeline):
             inputs = [{"image": image, "question": q} for q in question]
         else:
             inputs = {"image": image, "question": question}
-        return self._run(inputs, kwargs)
+        return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(self, top_k=None, boxes=None, timeout=None, **kwargs):
         if kwargs:
             raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
-        preprocess = {key: value for key, value in {"boxes": boxes, "timeout": timeout}.items() if value is not None}
-        postprocess = {} if top_k is None else {"top_k": top_k}
-        return preprocess, {}, postprocess
+        return given(boxes=boxes, timeout=timeout), {}, given(top_k=checked_top_k(top_k))
 
     def preprocess(self, inputs, boxes=None, timeout=None):
         if not isinstance(inputs, dict) or "image" not in inputs or "question" not in inputs:
@@ -304,11 +443,10 @@ class VLMixerVisualQuestionAnsweringPipeline(VLMixerPipelineMixin, Pipeline):
         return model_inputs
 
     def _forward(self, model_inputs):
+        """(B, L) questions with their regions -> logits (B, answers)."""
         return {"logits": self.model(**model_inputs).logits}
 
     def postprocess(self, model_outputs, top_k: int = 5):
-        if top_k < 1:
-            raise ValueError(f"`top_k` must be at least 1, got {top_k}.")
         probabilities = model_outputs["logits"][0].float().sigmoid()
         scores, ids = probabilities.topk(min(top_k, probabilities.numel()))
         id2label = self.model.config.id2label
@@ -322,6 +460,17 @@ class VLMixerVisualQuestionAnsweringPipeline(VLMixerPipelineMixin, Pipeline):
 PIPELINES = {
     "zero-shot-image-classification": (
         "VLMixerZeroShotImageClassificationPipeline",
+        ("AutoModelForPreTraining",),
+        ("VLMixerForPreTraining",),
+    ),
+    # transformers' own feature-extraction pipelines would load AutoModel, the encoder without the contrastive head
+    "feature-extraction": (
+        "VLMixerFeatureExtractionPipeline",
+        ("AutoModelForPreTraining",),
+        ("VLMixerForPreTraining",),
+    ),
+    "image-feature-extraction": (
+        "VLMixerImageFeatureExtractionPipeline",
         ("AutoModelForPreTraining",),
         ("VLMixerForPreTraining",),
     ),
@@ -349,10 +498,11 @@ def custom_pipelines_for(architecture: str | None = None, tasks=None) -> dict:
             for task in tasks}  # fmt: skip
 
 
-def save_pipelines(save_directory, tasks=None) -> dict:
+def save_pipelines(save_directory, tasks=None, keep_others: bool = True) -> dict:
     """
     Makes a saved VLMixer folder serve its pipelines through remote code: copies this file into it and adds the
-    `custom_pipelines` of its architecture (or of `tasks`) to its `config.json`. Returns the entries added.
+    `custom_pipelines` of its architecture (or of `tasks`) to its `config.json` (in place of those it lists unless
+    `keep_others`). Returns the entries added.
     """
     config_file = os.path.join(save_directory, CONFIG_NAME)
     if not os.path.isfile(config_file):
@@ -369,7 +519,8 @@ def save_pipelines(save_directory, tasks=None) -> dict:
     target = os.path.join(save_directory, PIPELINE_FILE)
     if not os.path.exists(target) or not os.path.samefile(source, target):
         shutil.copyfile(source, target)
-    config["custom_pipelines"] = {**(config.get("custom_pipelines") or {}), **entries}
+    kept = (config.get("custom_pipelines") or {}) if keep_others else {}
+    config["custom_pipelines"] = {**kept, **entries}
     partial = config_file + ".partial"
     with open(partial, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -377,40 +528,45 @@ def save_pipelines(save_directory, tasks=None) -> dict:
     return entries
 
 
-def register_pipelines() -> list[str]:
+def register_pipelines(model) -> list[str]:
     """
-    Registers the VLMixer pipelines with `transformers.pipelines.PIPELINE_REGISTRY`, so that in this process
-    `pipeline(task, model=model, processor=processor)` serves them for model objects too (a folder needs no
-    registration: its `config.json` names them). This replaces the built-in `zero-shot-image-classification` (CLIP's)
-    in this process; transformers logs a warning saying so. Tasks that transformers v5 removed
-    (`visual-question-answering`) are refused by `pipeline()` before it reads the registry, so they are not registered:
-    serve those from a folder, or build the class directly (`VLMixerVisualQuestionAnsweringPipeline(model=...,
-    processor=...)`). Returns the tasks registered.
+    Adds the VLMixer pipelines that `model` serves to its own `config.custom_pipelines` (the entries `save_pretrained`
+    writes, so a folder saved from it serves them too) and returns their tasks. Nothing is registered with
+    transformers' process-wide `PIPELINE_REGISTRY`: there `zero-shot-image-classification` and the feature
+    extractions are every model's (CLIP's too), and replacing them would break those models in the whole process.
+    `pipeline()` reads `custom_pipelines` from a folder only: build the pipeline of a model object with `pipeline_for`.
     """
-    import transformers
-    from transformers import pipelines
+    entries = custom_pipelines_for(type(model).__name__)
+    model.config.custom_pipelines = {**(getattr(model.config, "custom_pipelines", None) or {}), **entries}
+    return list(entries)
 
-    removed = getattr(pipelines, "REMOVED_TASKS", {})
-    registered = []
-    for task, (class_name, auto_classes, _) in PIPELINES.items():
-        if task in removed:
-            continue
-        pipelines.PIPELINE_REGISTRY.register_pipeline(
-            task,
-            pipeline_class=globals()[class_name],
-            pt_model=tuple(getattr(transformers, name) for name in auto_classes),
-            type="multimodal",
+
+def pipeline_for(task: str, model, **kwargs) -> Pipeline:
+    """
+    The pipeline that `model.config.custom_pipelines` names for `task`, built for the model object with `kwargs`
+    (`processor=`, `device=`, `batch_size=`, ...), as `pipeline(task, model=folder, trust_remote_code=True)` builds it
+    for a folder. It works for `visual-question-answering` too, a task `transformers.pipeline` refuses in v5.
+    """
+    named = (getattr(model.config, "custom_pipelines", None) or {}).get(task)
+    if named is None:
+        raise ValueError(
+            f"{type(model).__name__}'s config.custom_pipelines names no {task!r} pipeline; `register_pipelines(model)` "
+            f"adds those its architecture serves ({sorted(custom_pipelines_for(type(model).__name__))})."
         )
-        registered.append(task)
-    return registered
+    pipeline_class = globals()[named["impl"].rsplit(".", 1)[-1]]
+    return pipeline_class(model=model, task=task, **kwargs)
 
 
 __all__ = [
     "VLMixerZeroShotImageClassificationPipeline",
+    "VLMixerFeatureExtractionPipeline",
+    "VLMixerImageFeatureExtractionPipeline",
     "VLMixerVisualQuestionAnsweringPipeline",
     "PIPELINES",
     "custom_pipelines_for",
     "save_pipelines",
     "register_pipelines",
+    "pipeline_for",
+    "recorded_prompt",
     "as_rgb_image",
 ]

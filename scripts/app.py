@@ -92,13 +92,13 @@ def parse_labels(text: str) -> list[str]:
 
 def zero_shot_classifier(model, processor):
     """The package's `zero-shot-image-classification` pipeline (modeling_vlmixer/pipeline_vlmixer.py) for this model
-    and processor, through `transformers.pipeline`."""
-    from transformers import pipeline
+    and processor."""
+    from vlmixer.modeling_vlmixer.pipeline_vlmixer import pipeline_for, register_pipelines
 
-    from vlmixer.modeling_vlmixer.pipeline_vlmixer import register_pipelines
-
-    register_pipelines()  # serves the task for model objects in this process (a folder's config may not name it)
-    return pipeline(TASK, model=model, processor=processor)
+    # An older folder's config may not name the task; the entry goes into this model's own config only, so that
+    # `transformers.pipeline("zero-shot-image-classification", ...)` stays CLIP's (and every other model's) in-process.
+    register_pipelines(model)
+    return pipeline_for(TASK, model, processor=processor)
 
 
 def scores_for_label(results: list[dict]) -> dict[str, float]:
@@ -231,12 +231,8 @@ def main(argv=None) -> None:
     model_path, local = resolve_model(args.model)
     if local:
         os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers and huggingface_hub are imported
-    from vlmixer.scripts.evaluate_zero_shot import load_model, recorded_prompt
+    from vlmixer.scripts.evaluate_zero_shot import load_model
 
-    try:
-        prompt = args.prompt or recorded_prompt(model_path)
-    except ValueError as error:
-        sys.exit(f"{error} Or pass --prompt to the app.")
     model, processor = load_model(model_path, args.trust_remote_code)
     if args.trust_remote_code:
         # load_model made this package unimportable so that the model and processor come from the checkpoint's own
@@ -250,6 +246,10 @@ def main(argv=None) -> None:
             f"{model_path} has no concept vocabulary or gallery: the app needs a VLMixer pre-training checkpoint."
         )
     classifier = zero_shot_classifier(model, processor)
+    try:
+        prompt = args.prompt or classifier.default_hypothesis_template  # the one the checkpoint records
+    except ValueError as error:
+        sys.exit(f"{error} Or pass --prompt to the app.")
     print(f"model {model_path} loaded as {type(model).__module__}.{type(model).__name__}", flush=True)
     demo = build_demo(classifier, processor, Path(model_path).name if local else model_path, prompt, examples)
     demo.queue(default_concurrency_limit=1).launch(

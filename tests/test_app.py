@@ -25,6 +25,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
+
+from .test_pipelines import tiny_processor  # noqa: F401  (the fixture: MiniLM's tokenizer, 32 px images, COCO concepts)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "scripts" / "app.py"
@@ -78,6 +81,57 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_folder(tmp_path_factory, minilm_path) -> Path:
+    """A random 1-layer CLIP saved with a CLIPProcessor made of MiniLM's tokenizer and a 32 px image processor: the
+    stock zero-shot-image-classification pipeline's own kind of model, built offline."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    tower = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    text = dict(tower, vocab_size=tokenizer.vocab_size, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    CLIPModel(CLIPConfig(text_config=text, vision_config=dict(tower, image_size=32, patch_size=16), projection_dim=8)
+              ).save_pretrained(folder)  # fmt: skip
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def clip_scores(folder: Path) -> list[dict]:
+    """transformers' own zero-shot pipeline on the CLIP folder: it must be the stock class and give scores."""
+    from PIL import Image
+    from transformers import pipeline
+    from transformers.pipelines.zero_shot_image_classification import ZeroShotImageClassificationPipeline
+
+    classifier = pipeline("zero-shot-image-classification", model=str(folder), device=-1)
+    assert type(classifier) is ZeroShotImageClassificationPipeline
+    scores = classifier(Image.new("RGB", (40, 30), (200, 30, 30)), candidate_labels=["a dog", "a red square"])
+    assert sorted(s["label"] for s in scores) == ["a dog", "a red square"]
+    assert sum(s["score"] for s in scores) == pytest.approx(1.0, abs=1e-5)
+    return scores
+
+
+def test_stock_clip_pipeline_still_works_beside_the_apps_classifier(tiny_clip_folder, tiny_processor):
+    """The app's classifier is VLMixer's for its own model only: CLIP's pipeline gives the same scores before and after."""
+    from vlmixer.modeling_vlmixer import VLMixerForPreTraining
+    from vlmixer.modeling_vlmixer.pipeline_vlmixer import VLMixerZeroShotImageClassificationPipeline
+    from vlmixer.scripts import app
+
+    from .test_pipelines import backbone_config, image_array
+
+    before = clip_scores(tiny_clip_folder)
+    classifier = app.zero_shot_classifier(VLMixerForPreTraining(backbone_config()).eval(), tiny_processor)
+    assert isinstance(classifier, VLMixerZeroShotImageClassificationPipeline)
+    ours = classifier(image_array(0), candidate_labels=["dog", "person"])
+    assert sum(s["score"] for s in ours) == pytest.approx(1.0, abs=1e-5)
+    after = clip_scores(tiny_clip_folder)
+    assert [s["label"] for s in after] == [s["label"] for s in before]
+    assert [s["score"] for s in after] == pytest.approx([s["score"] for s in before], abs=1e-6)
 
 
 def test_help_explains_the_flags():

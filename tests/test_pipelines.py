@@ -9,8 +9,10 @@ right Fashion-MNIST class wins and that the pipeline computes what scripts/evalu
 
 import ast
 import json
+import shutil
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +20,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 from transformers import AutoTokenizer, pipeline
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vlmixer import modeling_vlmixer
 from vlmixer.modeling_vlmixer import VLMixerForPreTraining
 from vlmixer.modeling_vlmixer.pipeline_vlmixer import (
-    PIPELINES,
+    VLMixerFeatureExtractionPipeline,
     VLMixerZeroShotImageClassificationPipeline,
     custom_pipelines_for,
+    pipeline_for,
+    register_pipelines,
     save_pipelines,
 )
 from vlmixer.processing import ConceptVocabulary, VLMixerProcessor
@@ -109,18 +114,55 @@ def direct_zero_shot_scores(model, processor, image, labels, template="a photo o
     return (scale * image_embedding @ label_embeddings.T).softmax(-1)[0]
 
 
+@torch.no_grad()
+def direct_text_features(model, processor, texts):
+    """model.get_text_features of each text alone, stacked: last_hidden_state (n, L, hidden) when the texts tokenize to
+    one length, pooler_output (n, projection_dim)."""
+    outputs = [model.get_text_features(**processor.tokenizer(text, return_tensors="pt")) for text in texts]
+    return BaseModelOutputWithPooling(
+        last_hidden_state=torch.cat([o.last_hidden_state for o in outputs]) if len(texts) == 1 else None,
+        pooler_output=torch.cat([o.pooler_output for o in outputs]),
+    )
+
+
+@torch.no_grad()
+def direct_image_features(model, processor, images):
+    """model.get_image_features of whole images: last_hidden_state (n, 3, hidden), pooler_output (n, projection_dim)."""
+    pixels = processor(text=["<image>"] * len(images), images=[to_pil(i) for i in images], boxes=[WHOLE] * len(images))
+    return model.get_image_features(pixel_values=pixels["pixel_values"], visual_boxes=pixels["visual_boxes"])
+
+
+@contextmanager
+def batch_sizes_seen(encoder, with_images: bool = True):
+    """The batch size of every forward pass of `encoder` (only those that carry images when `with_images`)."""
+    sizes = []
+
+    def record(module, args, kwargs):
+        images = [kwargs.get(name) for name in ("pixel_values", "visual_features")]
+        if not with_images or any(value is not None for value in images):
+            sizes.append(len(args[0] if args else kwargs["input_ids"]))
+
+    handle = encoder.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield sizes
+    finally:
+        handle.remove()
+
+
 # ---------------------------------------------------------------------------------------------- saving
 
 
 def test_save_pipelines_lists_the_tasks_of_the_architecture_and_copies_the_code(zero_shot_folder):
     folder, _ = zero_shot_folder
     config = json.loads((folder / "config.json").read_text())
+    served = {
+        "zero-shot-image-classification": "VLMixerZeroShotImageClassificationPipeline",
+        "feature-extraction": "VLMixerFeatureExtractionPipeline",  # AutoModel would lack the contrastive head
+        "image-feature-extraction": "VLMixerImageFeatureExtractionPipeline",
+    }
     assert config["custom_pipelines"] == {
-        "zero-shot-image-classification": {
-            "impl": "pipeline_vlmixer.VLMixerZeroShotImageClassificationPipeline",
-            "pt": ["AutoModelForPreTraining"],
-            "type": "multimodal",
-        }
+        task: {"impl": f"pipeline_vlmixer.{name}", "pt": ["AutoModelForPreTraining"], "type": "multimodal"}
+        for task, name in served.items()
     }
     assert config["auto_map"]["AutoModelForPreTraining"] == "modeling_vlmixer.VLMixerForPreTraining"
     source = REPO_ROOT / "modeling_vlmixer" / "pipeline_vlmixer.py"
@@ -214,9 +256,59 @@ def test_zero_shot_accepts_pil_images_paths_arrays_and_lists(zero_shot, tmp_path
     assert zero_shot(gray, candidate_labels=LABELS) == zero_shot(np.stack([gray] * 3, -1), candidate_labels=LABELS)
     both = zero_shot([rgb, gray], candidate_labels=LABELS)
     assert len(both) == 2 and both[0] == reference
-    assert zero_shot([rgb, gray], candidate_labels=LABELS, batch_size=2) == both  # accepted, run one at a time
+    batched = zero_shot([rgb, gray], candidate_labels=LABELS, batch_size=2)
+    assert [[p["label"] for p in ranked] for ranked in batched] == [[p["label"] for p in ranked] for ranked in both]
+    np.testing.assert_allclose([[p["score"] for p in r] for r in batched], [[p["score"] for p in r] for r in both], atol=1e-5)
     with pytest.raises(TypeError, match="image"):
         zero_shot(3, candidate_labels=LABELS)
+
+
+def test_zero_shot_default_prompt_is_the_one_the_checkpoint_records(zero_shot_folder, tmp_path):
+    """eval_results.json (scripts/evaluate_zero_shot.py's record) names the prompt a call without one uses."""
+    folder, _ = zero_shot_folder
+    copy = tmp_path / "recorded"
+    shutil.copytree(folder, copy)
+    (copy / "eval_results.json").write_text(json.dumps({"prompt": "this is a {}.", "zero_shot_top1": 0.5}))
+    classifier = pipeline("zero-shot-image-classification", model=str(copy), trust_remote_code=True, device=-1)
+    assert classifier.default_hypothesis_template == "this is a {}."
+    image = image_array(10)
+    default = classifier(image, candidate_labels=LABELS)
+    assert default == classifier(image, candidate_labels=LABELS, hypothesis_template="this is a {}.")
+    assert default != classifier(image, candidate_labels=LABELS, hypothesis_template="a photo of a {}.")
+
+    (copy / "eval_results.json").write_text(json.dumps({"eval_loss": 1.0}))  # a Trainer's metrics: no prompt chosen
+    plain = pipeline("zero-shot-image-classification", model=str(copy), trust_remote_code=True, device=-1)
+    assert plain.default_hypothesis_template == "a photo of a {}."
+    (copy / "eval_results.json").write_text(json.dumps({"prompt": "no placeholder"}))
+    broken = pipeline("zero-shot-image-classification", model=str(copy), trust_remote_code=True, device=-1)
+    assert broken(image, candidate_labels=LABELS, hypothesis_template="this is a {}.") == default  # not read
+    with pytest.raises(ValueError, match="eval_results.json"):
+        broken(image, candidate_labels=LABELS)
+
+
+def test_zero_shot_top_k_keeps_the_best_labels(zero_shot):
+    image = image_array(11)
+    ranked = zero_shot(image, candidate_labels=LABELS)
+    assert zero_shot(image, candidate_labels=LABELS, top_k=2) == ranked[:2]
+    assert zero_shot(image, candidate_labels=LABELS, top_k=10) == ranked  # more than there are labels: all
+    assert zero_shot([image, image], candidate_labels=LABELS, top_k=1) == [ranked[:1], ranked[:1]]
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="top_k"):
+            zero_shot(image, candidate_labels=LABELS, top_k=bad)
+
+
+def test_zero_shot_batch_size_batches_the_images(zero_shot):
+    images = [image_array(seed) for seed in range(20, 25)]
+    one_by_one = zero_shot(images, candidate_labels=LABELS)  # also caches the label prompts' embeddings
+    with batch_sizes_seen(zero_shot.model.vlmixer) as sizes:
+        batched = zero_shot(images, candidate_labels=LABELS, batch_size=2)
+    assert sizes == [2, 2, 1]
+    for got, expected in zip(batched, one_by_one):
+        assert [p["label"] for p in got] == [p["label"] for p in expected]
+        np.testing.assert_allclose([p["score"] for p in got], [p["score"] for p in expected], atol=1e-5)
+    with batch_sizes_seen(zero_shot.model.vlmixer) as sizes:
+        zero_shot(images, candidate_labels=LABELS)
+    assert sizes == [1] * 5
 
 
 def test_zero_shot_needs_trust_remote_code_and_a_contrastive_model(zero_shot_folder, tiny_processor):
@@ -277,8 +369,10 @@ def test_vqa_inputs_boxes_and_errors(vqa_folder):
     assert vqa({"image": image, "question": "is it a shoe?"}, top_k=2) == one
     many = vqa([{"image": image, "question": "is it a shoe?"}, {"image": other, "question": "how many?"}], top_k=2)
     assert len(many) == 2 and many[0] == one
-    assert vqa([{"image": image, "question": "is it a shoe?"}, {"image": other, "question": "how many?"}], top_k=2,
-               batch_size=2) == many  # fmt: skip
+    batched = vqa([{"image": image, "question": "is it a shoe?"}, {"image": other, "question": "how many?"}], top_k=2,
+                  batch_size=2)  # fmt: skip
+    assert [[a["answer"] for a in r] for r in batched] == [[a["answer"] for a in r] for r in many]
+    np.testing.assert_allclose([[a["score"] for a in r] for r in batched], [[a["score"] for a in r] for r in many], atol=1e-5)
     assert vqa(image=[image, other], question="is it a shoe?", top_k=2)[0] == one
     assert vqa(image=image, question=["is it a shoe?", "how many?"], top_k=2) == [one, many[1]]
     whole_only = vqa(image=image, question="is it a shoe?", top_k=5, boxes=WHOLE)
@@ -289,6 +383,20 @@ def test_vqa_inputs_boxes_and_errors(vqa_folder):
         vqa(image=image, question="is <image> a shoe?")
     with pytest.raises(ValueError, match="top_k"):
         vqa(image=image, question="is it a shoe?", top_k=0)
+
+
+@needs_qa_head
+def test_vqa_batch_size_batches_the_questions(vqa_folder):
+    folder, _ = vqa_folder
+    vqa = pipeline("visual-question-answering", model=str(folder), trust_remote_code=True, device=-1)
+    questions = ["is it a shoe?", "how many bags are there?", "what colour is it?"]
+    one_by_one = vqa(image=image_array(12), question=questions, top_k=3)
+    with batch_sizes_seen(vqa.model.vlmixer) as sizes:
+        batched = vqa(image=image_array(12), question=questions, top_k=3, batch_size=2)
+    assert sizes == [2, 1]
+    for got, expected in zip(batched, one_by_one):
+        assert [a["answer"] for a in got] == [a["answer"] for a in expected]
+        np.testing.assert_allclose([a["score"] for a in got], [a["score"] for a in expected], atol=1e-5)
 
 
 @needs_qa_head
@@ -321,18 +429,62 @@ def test_fill_mask_and_feature_extraction_from_the_saved_folder(zero_shot_folder
     torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_feature_extraction_pool_is_the_unit_text_embedding_of_get_text_features(zero_shot_folder, tiny_processor):
+    folder, model = zero_shot_folder
+    extract = pipeline("feature-extraction", model=str(folder), trust_remote_code=True, device=-1)
+    texts = ["a dog", "a red bag next to a person on a bench"]
+    expected = direct_text_features(model, tiny_processor, texts).pooler_output
+    pooled = torch.tensor([row[0] for row in extract(texts, pool=True)])
+    torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pooled.norm(dim=-1), torch.ones(2), atol=1e-5, rtol=0)
+    one = extract("a dog", pool=True, return_tensors=True)
+    assert one.shape == (1, model.config.projection_dim)
+    tokens = extract("a dog", return_tensors=True)  # without `pool`: the token states, as before
+    torch.testing.assert_close(tokens, direct_text_features(model, tiny_processor, ["a dog"]).last_hidden_state)
+    with batch_sizes_seen(extract.model.vlmixer, with_images=False) as sizes:
+        batched = extract(texts + ["a cat"], pool=True, batch_size=2, return_tensors=True)
+    assert sizes == [2, 1]
+    torch.testing.assert_close(torch.cat(batched[:2]), expected, atol=1e-5, rtol=1e-4)  # padded, same embedding
+    with pytest.raises(ValueError, match="contrastive head"):
+        VLMixerFeatureExtractionPipeline(model=model.vlmixer, processor=tiny_processor, device=-1)
+
+
+def test_image_feature_extraction_pool_is_the_unit_image_embedding_of_get_image_features(zero_shot_folder, tiny_processor):
+    folder, model = zero_shot_folder
+    embed = pipeline("image-feature-extraction", model=str(folder), trust_remote_code=True, device=-1)
+    images = [image_array(30), image_array(31, (28, 28)), image_array(32)]
+    expected = direct_image_features(model, tiny_processor, images)
+    pooled = torch.tensor([row[0] for row in embed(images, pool=True)])
+    torch.testing.assert_close(pooled, expected.pooler_output, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pooled.norm(dim=-1), torch.ones(3), atol=1e-5, rtol=0)
+    tokens = embed(images[0], return_tensors=True)  # `[CLS] image [SEP]` token states
+    assert tokens.shape == (1, 3, model.config.hidden_size)
+    torch.testing.assert_close(tokens, expected.last_hidden_state[:1], atol=1e-5, rtol=1e-4)
+    with batch_sizes_seen(embed.model.vlmixer) as sizes:
+        batched = embed(images, pool=True, batch_size=2, return_tensors=True)
+    assert sizes == [2, 1]
+    torch.testing.assert_close(torch.cat(batched), expected.pooler_output, atol=1e-5, rtol=1e-4)
+    # the two pipelines' embeddings meet in one space: their dot product is the model's text-image cosine similarity
+    text = pipeline("feature-extraction", model=str(folder), trust_remote_code=True, device=-1)("a dog", pool=True)
+    similarity = torch.tensor(text[0]) @ pooled[0]
+    torch.testing.assert_close(similarity, direct_text_features(model, tiny_processor, ["a dog"]).pooler_output[0]
+                               @ expected.pooler_output[0], atol=1e-5, rtol=1e-4)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------- remote code
 
 
-def test_all_pipelines_as_remote_code_without_the_package(zero_shot_folder, zero_shot, request, tmp_path):
+def test_all_pipelines_as_remote_code_without_the_package(zero_shot_folder, zero_shot, tiny_processor, request, tmp_path):
     """A fresh interpreter that cannot import modeling_vlmixer or processing runs every pipeline from the folders
     (visual question answering too once VLMixerForQuestionAnswering exists)."""
-    folder, _ = zero_shot_folder
+    folder, model = zero_shot_folder
     with_vqa = VLMixerForQuestionAnswering is not None
     qa_folder = request.getfixturevalue("vqa_folder")[0] if with_vqa else None
     image = image_array(9)
     np.save(tmp_path / "image.npy", image)
     expected = {"zero_shot": zero_shot(image, candidate_labels=LABELS)}
+    expected["text_embedding"] = direct_text_features(model, tiny_processor, ["a dog"]).pooler_output.tolist()
+    expected["image_embedding"] = direct_image_features(model, tiny_processor, [image]).pooler_output.tolist()
     if with_vqa:
         vqa = pipeline("visual-question-answering", model=str(qa_folder), trust_remote_code=True, device=-1)
         expected["vqa"] = vqa(image=image, question="what is it?", top_k=2)
@@ -345,12 +497,15 @@ def test_all_pipelines_as_remote_code_without_the_package(zero_shot_folder, zero
         zero_shot = pipeline("zero-shot-image-classification", model={str(folder)!r}, trust_remote_code=True, device=-1)
         fill = pipeline("fill-mask", model={str(folder)!r}, trust_remote_code=True, device=-1)
         extract = pipeline("feature-extraction", model={str(folder)!r}, trust_remote_code=True, device=-1)
+        embed_image = pipeline("image-feature-extraction", model={str(folder)!r}, trust_remote_code=True, device=-1)
         out = {{
-            "modules": [type(zero_shot).__module__ + "." + type(zero_shot).__name__]
+            "modules": [type(p).__module__ + "." + type(p).__name__ for p in (zero_shot, extract, embed_image)]
                        + [type(p.model).__module__ + "." + type(p.model).__name__ for p in (zero_shot, fill, extract)],
             "zero_shot": zero_shot(image, candidate_labels={LABELS!r}),
             "fill": fill("a dog is sitting on the [MASK] .", top_k=2),
             "features": np.array(extract("a dog")).shape,
+            "text_embedding": extract("a dog", pool=True),
+            "image_embedding": embed_image(image, pool=True),
         }}
         if {with_vqa!r}:
             vqa = pipeline("visual-question-answering", model={str(qa_folder)!r}, trust_remote_code=True, device=-1)
@@ -363,7 +518,9 @@ def test_all_pipelines_as_remote_code_without_the_package(zero_shot_folder, zero
     assert result.returncode == 0, result.stderr[-3000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(m.startswith("transformers_modules.") for m in got["modules"]), got["modules"]
-    names = ["VLMixerZeroShotImageClassificationPipeline", "VLMixerForPreTraining", "VLMixerForMaskedLM", "VLMixerModel"]
+    names = ["VLMixerZeroShotImageClassificationPipeline", "VLMixerFeatureExtractionPipeline",
+             "VLMixerImageFeatureExtractionPipeline", "VLMixerForPreTraining", "VLMixerForMaskedLM",
+             "VLMixerForPreTraining"]  # fmt: skip
     if with_vqa:
         names += ["VLMixerVisualQuestionAnsweringPipeline", "VLMixerForQuestionAnswering"]
     assert [m.rsplit(".", 1)[1] for m in got["modules"]] == names
@@ -372,6 +529,8 @@ def test_all_pipelines_as_remote_code_without_the_package(zero_shot_folder, zero
             assert [p[key] for p in got[task]] == [p[key] for p in expected[task]]
             np.testing.assert_allclose([p["score"] for p in got[task]], [p["score"] for p in expected[task]], atol=1e-5)
     assert len(got["fill"]) == 2 and got["features"] == [1, 4, 32]
+    for key in ("text_embedding", "image_embedding"):
+        np.testing.assert_allclose(got[key], expected[key], atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- the trained checkpoint
@@ -442,20 +601,34 @@ def test_trained_checkpoint_scores_follow_the_candidate_labels(trained):
 # ---------------------------------------------------------------------------------------------- registry
 
 
-def test_register_pipelines_serves_model_objects_by_task_name(zero_shot_folder, tiny_processor):
-    """In-process registration (it replaces CLIP's built-in task for this process, so it is restored afterwards)."""
+def test_register_pipelines_names_them_in_the_models_own_config_only(zero_shot_folder, tiny_processor):
+    """register_pipelines(model) leaves transformers' process-wide registry (CLIP's zero-shot task) alone; pipeline_for
+    builds the pipeline the model's own custom_pipelines names, VQA included (transformers.pipeline refuses that)."""
     from transformers.pipelines import PIPELINE_REGISTRY
 
-    from vlmixer.modeling_vlmixer.pipeline_vlmixer import register_pipelines
-
-    _, model = zero_shot_folder
-    saved = dict(PIPELINE_REGISTRY.supported_tasks)
-    try:
-        registered = register_pipelines()
-        assert "zero-shot-image-classification" in registered
-        pipe = pipeline("zero-shot-image-classification", model=model, processor=tiny_processor, device=-1)
-        assert isinstance(pipe, VLMixerZeroShotImageClassificationPipeline)
-        assert set(registered) <= set(PIPELINES)
-    finally:
-        PIPELINE_REGISTRY.supported_tasks.clear()
-        PIPELINE_REGISTRY.supported_tasks.update(saved)
+    _, trained_model = zero_shot_folder
+    torch.manual_seed(0)
+    model = VLMixerForPreTraining(backbone_config()).eval()  # in memory, never saved: no custom_pipelines yet
+    model.load_state_dict(trained_model.state_dict())
+    registry = {task: dict(entry) for task, entry in PIPELINE_REGISTRY.supported_tasks.items()}
+    with pytest.raises(ValueError, match="register_pipelines"):
+        pipeline_for("zero-shot-image-classification", model, processor=tiny_processor)
+    registered = register_pipelines(model)
+    assert registered == ["zero-shot-image-classification", "feature-extraction", "image-feature-extraction"]
+    assert set(model.config.custom_pipelines) == set(registered)
+    assert {task: dict(entry) for task, entry in PIPELINE_REGISTRY.supported_tasks.items()} == registry
+    classifier = pipeline_for("zero-shot-image-classification", model, processor=tiny_processor, device=-1)
+    assert isinstance(classifier, VLMixerZeroShotImageClassificationPipeline)
+    assert classifier.task == "zero-shot-image-classification"
+    assert classifier.default_hypothesis_template == "a photo of a {}."  # no folder, no record
+    stock = PIPELINE_REGISTRY.supported_tasks["zero-shot-image-classification"]["impl"]
+    assert str(stock).endswith("zero_shot_image_classification.ZeroShotImageClassificationPipeline")  # CLIP's still
+    image = image_array(4)
+    np.testing.assert_allclose([p["score"] for p in classifier(image, candidate_labels=LABELS)],
+                               direct_zero_shot_scores(model, tiny_processor, to_pil(image), LABELS).sort(descending=True).values,
+                               atol=1e-5)  # fmt: skip
+    if VLMixerForQuestionAnswering is not None:
+        qa_model = VLMixerForQuestionAnswering(backbone_config(id2label=ANSWERS)).eval()
+        assert register_pipelines(qa_model) == ["visual-question-answering"]
+        vqa = pipeline_for("visual-question-answering", qa_model, processor=tiny_processor, device=-1)
+        assert len(vqa(image=image, question="what is it?", top_k=2)) == 2
