@@ -6,8 +6,9 @@
 3. Pre-training of vlmixer-small from the real all-MiniLM-L6-v2 weights with cross-modal CutMix (masked LM,
    patch-word prediction and original-vs-mixed contrast).
 4. Zero-shot evaluation on all 10,000 Fashion-MNIST *test* images (never seen): classification and scene retrieval.
-5. A Hub-ready folder (`vlmixer-small/`: model, processor, gallery, code files, model card with the results), reloaded
-   in a fresh process where this package cannot be imported (`trust_remote_code=True`) to run the evaluation again.
+5. A Hub-ready folder (`vlmixer-small/`: model, processor, gallery, code files, eval_results.json and the model card
+   with its model-index, from scripts/cards.py), reloaded in a fresh process where this package cannot be imported
+   (`trust_remote_code=True`) to run the evaluation again.
 6. Pictures: mixed sentences with their patches, the loss curves, the zero-shot confusion matrix.
 
 Features and the gallery are cached under outputs/cache. The last line on stdout is one JSON object with the figures.
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import string
 import subprocess
 import sys
 import time
@@ -26,6 +26,7 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 
 from vlmixer.scripts import build_gallery
+from vlmixer.scripts import cards
 from vlmixer.scripts import evaluate_zero_shot
 from vlmixer.scripts import make_corpus
 from vlmixer.scripts import pretrain
@@ -33,7 +34,6 @@ from vlmixer.scripts.figures import report
 
 from vlmixer.processing.streams import parse_weights
 
-REPO = SCRIPTS.parent
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 PICTURES = ("cmc_examples.png", "loss_curves.png", "confusion_matrix.png")
 PICTURE_SENTENCES = [
@@ -131,11 +131,6 @@ def visual_stream_sentence(stream_weights: str) -> str:
             "images with their class tags, the tags masked and predicted (images and labels only, still no sentence).")
 
 
-def write_model_card(folder: Path, fields: dict) -> None:
-    template = string.Template((REPO / "model_card.md").read_text())
-    (folder / "README.md").write_text(template.safe_substitute(fields))
-
-
 def cmc_picture(folder: str, path: Path) -> None:
     from transformers import AutoProcessor
 
@@ -172,15 +167,9 @@ def main(argv=None) -> dict:
         shutil.copy(output_dir / picture, checkpoint / picture)
     retrieval = results["retrieval"]
     evaluate_zero_shot.write_eval_results(checkpoint, results)
-    write_model_card(checkpoint, {
-        "zero_shot_top1": f"{results['zero_shot_top1']:.1%}", "prompt": results["prompt"], "linear_probe_top1": f"{results['linear_probe_top1']:.1%}",
-        "i2t_r1": f"{retrieval['image_to_text_R@1']:.1%}", "i2t_r5": f"{retrieval['image_to_text_R@5']:.1%}",
-        "i2t_r10": f"{retrieval['image_to_text_R@10']:.1%}", "t2i_r1": f"{retrieval['text_to_image_R@1']:.1%}",
-        "t2i_r5": f"{retrieval['text_to_image_R@5']:.1%}", "t2i_r10": f"{retrieval['text_to_image_R@10']:.1%}",
-        "chance_r1": f"{retrieval['chance_R@1']:.1%}", "chance_r5": f"{retrieval['chance_R@5']:.1%}",
-        "chance_r10": f"{retrieval['chance_R@10']:.1%}", "max_steps": args.max_steps, "batch_size": args.batch_size,
-        "per_class": args.per_class, "cmc_ratio": args.cmc_ratio, "image_size": args.image_size,
-        "visual_stream": visual_stream_sentence(args.stream_weights),
+    cards.write_demo_card(checkpoint, {  # the figures come from the eval_results.json just written
+        "max_steps": args.max_steps, "batch_size": args.batch_size, "per_class": args.per_class,
+        "cmc_ratio": args.cmc_ratio, "image_size": args.image_size, "visual_stream": visual_stream_sentence(args.stream_weights),
     })  # fmt: skip
     reloaded = evaluate_as_remote_code(str(checkpoint), args, results["prompt"])
     print(f"reloaded {checkpoint} as {reloaded['loaded_as']}: zero-shot top-1 {reloaded['zero_shot_top1']:.2%}")

@@ -700,22 +700,17 @@ def loss_figures(metrics_csv: Path) -> dict:
 
 
 def save_final(model, processor, args, folder: Path, figures: dict, state_dict: dict | None = None) -> None:
-    """The trained model, its processor (tokenizer, vocabulary, gallery) and a model card stub: a Hub-ready folder,
+    """The trained model, its processor (tokenizer, vocabulary, gallery) and its model card: a Hub-ready folder,
     written whole beside `folder` and then swapped in, so that a kill leaves the previous final model or this one."""
     final, folder = folder, folder.with_name(f".{folder.name}.partial")
     if folder.exists():
         shutil.rmtree(folder)
     model.save_pretrained(folder, state_dict=state_dict)
     processor.save_pretrained(folder)
+    from vlmixer.scripts.cards import pretrained_card, write_card  # the card writing the other scripts share
+
     settings = {key: value for key, value in vars(args).items() if key not in ("config", "output")}
-    card = [
-        "---", "library_name: transformers", "pipeline_tag: feature-extraction", "license: apache-2.0",
-        "tags: [vlmixer, vision-language, unpaired]", "---", "", "# VLMixer (pre-trained)", "",
-        "Pre-trained with `scripts/pretrain.py` (cross-modal CutMix on unpaired data).", "", "## Training settings", "",
-        "```json", json.dumps(settings, indent=2, default=str), "```", "", "## Figures", "",
-        "```json", json.dumps(figures, indent=2), "```", "",
-    ]  # fmt: skip
-    (folder / "README.md").write_text("\n".join(card))
+    write_card(folder, pretrained_card(Path(args.output_dir).resolve().name, settings, figures))
     replace_directory(folder, final)
 
 
