@@ -1,12 +1,11 @@
 """The Hub side: a folder laid out as the Hugging Face cache holds a downloaded repository, loaded offline by someone
 who never installed this package (Auto classes, processor with its gallery, every pipeline); scripts/push_to_hub.py
-(checks, dry run without network, the upload with only the network calls mocked); the model card template."""
+(checks, dry run without network, the upload with only the network calls mocked) for pre-trained and fine-tuned
+folders and for the Space. The cards themselves: tests/test_cards.py."""
 
-import ast
 import json
 import shutil
 import socket
-import string
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import EvalResult, ModelCard, SpaceCard
 from transformers import AutoTokenizer, pipeline
 
 from vlmixer import modeling_vlmixer
@@ -22,8 +22,10 @@ from vlmixer.modeling_vlmixer import VLMixerForPreTraining
 from vlmixer.modeling_vlmixer.pipeline_vlmixer import save_pipelines
 from vlmixer.processing import ConceptVocabulary, PatchGalleryBuilder, VLMixerProcessor
 from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.scripts import cards
 
 from .conftest import REPO_ROOT, run_isolated_python
+from .test_cards import SEED0, demo_settings
 from .test_pipelines import ANSWERS, LABELS, backbone_config, image_array
 
 
@@ -33,19 +35,10 @@ VLMixerForQuestionAnswering = getattr(modeling_vlmixer.modeling_vlmixer, "VLMixe
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def demo_card_fields() -> set[str]:
-    """The keys scripts/demo.py passes to write_model_card (read from its source, so the two cannot drift apart)."""
-    for node in ast.walk(ast.parse((SCRIPTS / "demo.py").read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "write_model_card":
-            return {key.value for key in node.args[1].keys}
-    raise AssertionError("scripts/demo.py no longer calls write_model_card(folder, {...})")
-
-
-def render_card(folder: Path) -> str:
-    fields = {name: f"<{name}>" for name in demo_card_fields()} | {"prompt": "a photo of a {}."}
-    text = string.Template((REPO_ROOT / "model_card.md").read_text()).safe_substitute(fields)
-    (folder / "README.md").write_text(text)
-    return text
+def write_demo_card(folder: Path) -> None:
+    """What demo.py writes after its evaluation: the record (here seed 0's, from results/) and the card from it."""
+    shutil.copy(SEED0 / cards.EVAL_RESULTS_NAME, folder)
+    cards.write_demo_card(folder, demo_settings())
 
 
 def tiny_processor(minilm_path) -> VLMixerProcessor:
@@ -67,7 +60,7 @@ def hub_folder(tmp_path_factory, minilm_path):
     model.save_pretrained(folder)
     tiny_processor(minilm_path).save_pretrained(folder)
     save_pipelines(folder)
-    render_card(folder)
+    write_demo_card(folder)
     return folder
 
 
@@ -188,7 +181,7 @@ def test_push_help_explains_the_flags():
     result = run_push("--help")
     assert result.returncode == 0, result.stderr
     for flag in ("--repo_id", "--private", "--commit_message", "--dry-run", "--output", "--add_pipelines", "--token",
-                 "auto_map", "safetensors", "JSON"):  # fmt: skip
+                 "--space", "--model_id", "auto_map", "safetensors", "JSON", "model-index"):  # fmt: skip
         assert flag in result.stdout, flag
 
 
@@ -225,7 +218,7 @@ def test_dry_run_from_the_command_line_prints_json_last(hub_folder):
 def test_saved_folders_carry_their_pipelines_so_add_pipelines_adds_nothing(hub_folder, no_network):
     """save_pretrained writes custom_pipelines and copies pipeline_vlmixer.py; --add_pipelines is for older folders."""
     config = json.loads((hub_folder / "config.json").read_text())
-    assert set(config["custom_pipelines"]) == {"zero-shot-image-classification"}
+    assert "zero-shot-image-classification" in config["custom_pipelines"]
     assert (hub_folder / "pipeline_vlmixer.py").exists()
     push = load_push_module()
     figures = push.main([str(hub_folder), "--repo_id", "org/x", "--dry-run", "--add_pipelines"])
@@ -245,9 +238,12 @@ def test_saved_folders_carry_their_pipelines_so_add_pipelines_adds_nothing(hub_f
         (lambda f: (f / "gallery.safetensors").unlink(), "gallery.safetensors"),
         (lambda f: (f / "README.md").unlink(), "README.md"),
         (lambda f: (f / "README.md").write_text("accuracy $zero_shot_top1\n"), "$zero_shot_top1"),
+        (lambda f: (f / "README.md").write_text((f / "README.md").read_text().replace("value: 0.8246", "value: 0.9")),
+         "eval_results.json says 0.8246"),
+        (lambda f: (f / "README.md").write_text("---\nmodel-index: [unclosed\n---\n"), "does not parse"),
     ],
     ids=["weights", "config", "tokenizer", "processor", "auto_map code", "pipeline code", "relative import", "gallery",
-         "card", "unfilled card"],  # fmt: skip
+         "card", "unfilled card", "card disagrees with eval_results", "card metadata"],  # fmt: skip
 )
 def test_incomplete_folders_are_refused_before_any_upload(hub_folder, tmp_path, breakage, message, no_network, capsys):
     folder = tmp_path / "broken"
@@ -289,6 +285,7 @@ def test_upload_sends_exactly_the_listed_files_with_only_the_network_calls_mocke
                                        "Release", "--token", "hf_test", "--output", str(tmp_path / "out.json")])  # fmt: skip
     repo_id, create_kwargs = calls["create_repo"]
     assert repo_id == "org/vlmixer-base" and create_kwargs["private"] is True and create_kwargs["exist_ok"] is True
+    assert create_kwargs["repo_type"] == "model" and "space_sdk" not in create_kwargs
     upload = calls["upload_folder"]
     assert upload["repo_id"] == "org/vlmixer-base" and upload["commit_message"] == "Release"
     assert Path(upload["folder_path"]) == folder.resolve()
@@ -302,29 +299,126 @@ def test_upload_sends_exactly_the_listed_files_with_only_the_network_calls_mocke
     assert "hf_test" not in json.dumps(figures)
 
 
-# ---------------------------------------------------------------------------------------------- the model card
+# ---------------------------------------------------------------------------------------------- fine-tuned folders
 
 
-def test_model_card_placeholders_are_exactly_what_demo_fills(tmp_path):
+@pytest.fixture
+def finetuned_folder(vqa_hub_folder, tmp_path) -> Path:
+    """A fine-tuning script's output: a VLMixer head model with its processor, the Trainer's eval_results.json (its
+    own metrics) and a card written with ModelCard, as trainer.create_model_card() writes one."""
+    folder = tmp_path / "vlmixer-vqa"
+    shutil.copytree(vqa_hub_folder, folder)
+    (folder / "eval_results.json").write_text(json.dumps({"eval_vqa_accuracy": 0.34, "epoch": 1.0}))
+    result = EvalResult(task_type="visual-question-answering", dataset_type="imagefolder", dataset_name="scenes",
+                        dataset_split="test", metric_type="accuracy", metric_name="VQA accuracy", metric_value=0.34)  # fmt: skip
+    data = cards.card_data("vlmixer-vqa", "visual-question-answering", [result], base_model="org/vlmixer-base")
+    cards.render(data, "# vlmixer-vqa\n\nFine-tuned with the Trainer.\n").save(folder / "README.md")
+    return folder
+
+
+def test_a_finetuned_folder_is_accepted_and_listed(finetuned_folder, no_network):
+    config = json.loads((finetuned_folder / "config.json").read_text())
+    assert config["architectures"] == ["VLMixerForQuestionAnswering"]  # a task head, not the pre-training model
+    figures = load_push_module().main([str(finetuned_folder), "--repo_id", "org/vlmixer-vqa", "--dry-run"])
+    assert figures["ok"] is True and figures["repo_type"] == "model"
+    listed = {f["path"] for f in figures["files"]}
+    assert {"README.md", "eval_results.json", "config.json", "model.safetensors", "processor_config.json"} <= listed
+    card = ModelCard.load(finetuned_folder / "README.md")
+    assert [(r.task_type, r.metric_value) for r in card.data.eval_results] == [("visual-question-answering", 0.34)]
+
+
+def test_a_finetuned_folder_without_a_card_is_refused(finetuned_folder, no_network, capsys):
+    (finetuned_folder / "README.md").unlink()
+    with pytest.raises(SystemExit):
+        load_push_module().main([str(finetuned_folder), "--repo_id", "org/vlmixer-vqa", "--dry-run"])
+    assert "README.md (the model card" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- the Space
+
+
+SPACE = REPO_ROOT / "space"
+
+
+def test_space_folder_has_the_space_header_requirements_and_app():
+    data = SpaceCard.load(SPACE / "README.md").data
+    assert data.sdk == "gradio" and (SPACE / data.app_file).is_file() and data.license == "apache-2.0"
+    assert data.sdk_version and data.title and len(data.models) == 1
+    app = (SPACE / data.app_file).read_text()
+    assert "from vlmixer.scripts.app import main" in app  # runs the package's app, no copy of its UI
+
+
+def test_space_requirements_cover_the_package_dependencies():
+    import re
+    import tomllib
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+    lines = [line for line in (SPACE / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {name(d) for d in dependencies} <= {name(line) for line in lines}
+
+
+def test_space_dry_run_lists_the_space_and_the_package_offline(no_network, tmp_path):
+    figures = load_push_module().main(["--space", "--repo_id", "org/vlmixer-demo", "--dry-run", "--output",
+                                       str(tmp_path / "plan.json")])  # fmt: skip
+    listed = {f["path"] for f in figures["files"]}
+    assert figures["ok"] is True and figures["repo_type"] == "space" and figures["folder"] == str(SPACE)
+    assert {"README.md", "requirements.txt", "app.py", "vlmixer/__init__.py", "vlmixer/scripts/app.py",
+            "vlmixer/processing/visualize.py", "vlmixer/modeling_vlmixer/pipeline_vlmixer.py"} <= listed  # fmt: skip
+    assert not any("__pycache__" in path or path.startswith("tests/") for path in listed)
+    assert json.loads((tmp_path / "plan.json").read_text()) == figures
+
+
+def test_space_dry_run_from_the_command_line(tmp_path):
+    result = run_push("--space", "--repo_id", "org/vlmixer-demo", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would upload app.py" in result.stdout and "huggingface.co/spaces/org/vlmixer-demo" in result.stdout
+
+
+def test_the_staged_space_names_the_model_and_imports_its_own_copy_of_the_app(tmp_path):
+    """In the staged Space the app imports from the copy uploaded beside it, not from this checkout."""
+    staged = load_push_module().staged_space(SPACE, tmp_path, "org/vlmixer-small")
+    assert SpaceCard.load(staged / "README.md").data.models == ["org/vlmixer-small"]
+    assert SpaceCard.load(SPACE / "README.md").data.models != ["org/vlmixer-small"]  # the folder itself is unchanged
+    code = "import app, vlmixer.scripts.app as ui; print(app.model_id()); print(ui.__file__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=staged, capture_output=True, text=True, timeout=120,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, app_file = result.stdout.split()[-2:]
+    assert model == "org/vlmixer-small" and Path(app_file).resolve() == (staged / "vlmixer/scripts/app.py").resolve()
+
+
+def test_a_space_without_requirements_is_refused(tmp_path, no_network, capsys):
+    space = tmp_path / "space"
+    shutil.copytree(SPACE, space)
+    (space / "requirements.txt").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        load_push_module().main([str(space), "--space", "--repo_id", "org/x"])
+    assert exit_info.value.code == 2 and "requirements.txt" in capsys.readouterr().err
+
+
+def test_space_upload_creates_a_gradio_space_with_only_the_network_calls_mocked(monkeypatch):
     import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
 
-    template = (REPO_ROOT / "model_card.md").read_text()
-    placeholders = {m.group("named") or m.group("braced") for m in string.Template.pattern.finditer(template)} - {None}
-    fields = demo_card_fields()
-    assert placeholders <= fields, f"model_card.md has placeholders demo.py never fills: {placeholders - fields}"
-    for figure in ("zero_shot_top1", "linear_probe_top1", "i2t_r1", "t2i_r10", "chance_r1", "max_steps", "per_class"):
-        assert figure in placeholders  # the README's numbers stay placeholders, never hard-coded
-    card = huggingface_hub.ModelCard(render_card(tmp_path))
-    data = card.data.to_dict()
-    assert data["library_name"] == "transformers" and data["license"] == "apache-2.0"
-    assert data["pipeline_tag"] == "zero-shot-image-classification"
-    assert data["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and "fashion_mnist" in data["datasets"]
-    assert "custom_code" in data["tags"] and {"accuracy", "recall"} <= set(data["metrics"])
-    assert any("candidate_labels" in example for example in data["widget"])
-    text = card.text
-    for needle in ("trust_remote_code=True", "AutoModel", "AutoProcessor", 'pipeline("zero-shot-image-classification"',
-                   "## Intended use", "## Training data and procedure", "## Evaluation", "## Limitations", "## Citation",
-                   "2206.08919", "Wang, Teng and Jiang, Wenhao and Lu, Zhichao and Zheng, Feng and Cheng, Ran and Yin, "
-                   "Chengguo and Luo, Ping", "Cross-Modal CutMix"):  # fmt: skip
-        assert needle in text, needle
-    assert "$" not in text  # every placeholder filled, no stray dollar signs
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = kwargs
+        return huggingface_hub.hf_api.RepoUrl(f"https://huggingface.co/spaces/{repo_id}")
+
+    def upload_folder(self, **kwargs):
+        calls["upload_folder"] = kwargs
+        calls["on_disk"] = [p.relative_to(kwargs["folder_path"]).as_posix() for p in Path(kwargs["folder_path"]).rglob("*")]
+        return huggingface_hub.hf_api.CommitInfo(commit_url=f"https://huggingface.co/spaces/org/x/commit/{COMMIT}",
+                                                 commit_message="", commit_description="", oid=COMMIT)  # fmt: skip
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    figures = load_push_module().main(["--space", "--repo_id", "org/x", "--model_id", "org/vlmixer-small", "--token", "t"])
+    assert calls["create_repo"]["repo_type"] == "space" and calls["create_repo"]["space_sdk"] == "gradio"
+    assert calls["upload_folder"]["repo_type"] == "space"
+    selected = sorted(filter_repo_objects(calls["on_disk"], allow_patterns=calls["upload_folder"]["allow_patterns"]))
+    assert selected == sorted(f["path"] for f in figures["files"]) and figures["commit_oid"] == COMMIT
