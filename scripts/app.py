@@ -1,7 +1,8 @@
 """The live VLMixer demo as a Gradio app (ready to be a Hugging Face Space: Hub widgets cannot run custom code).
 
 Zero-shot image classification with the package's `zero-shot-image-classification` pipeline
-(modeling_vlmixer/pipeline_vlmixer.py, through `transformers.pipeline`): the image enters a prompt as one visual token
+(modeling_vlmixer/pipeline_vlmixer.py, built for the model object by its `pipeline_for`, so transformers' own
+`zero-shot-image-classification` stays CLIP's in the process): the image enters a prompt as one visual token
 ("a <image>.") and each candidate label as the same prompt with its words ("a trouser."); the scores are the softmax,
 at the model's learnt contrastive temperature, of the cosine similarities of these sentence embeddings, as
 scripts/evaluate_zero_shot.py classifies. A label the concept vocabulary knows is embedded with all its surface forms

@@ -1,6 +1,8 @@
-"""The VLMixer pipelines (modeling_vlmixer/pipeline_vlmixer.py) from saved folders: zero-shot image classification,
-visual question answering, and the built-in fill-mask and feature-extraction, in this process and as remote code in a
-fresh interpreter that cannot import this package.
+"""The VLMixer pipelines (modeling_vlmixer/pipeline_vlmixer.py) from saved folders: zero-shot image classification
+(the checkpoint's recorded prompt, top_k, batching), visual question answering, text and image feature extraction
+(token states, or with pool=True the contrastive embeddings of get_text_features / get_image_features), and the
+built-in fill-mask, in this process and as remote code in a fresh interpreter that cannot import this package;
+register_pipelines / pipeline_for for model objects, leaving transformers' registry alone.
 
 Tiny models (2 layers, 32 wide, random EfficientNet-Lite0 backbone at 32 px, MiniLM's tokenizer) check the
 computation against a direct one; the trained vlmixer-small checkpoint (when `make demo` made it) checks that the
