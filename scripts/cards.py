@@ -32,6 +32,7 @@ RETRIEVAL_METRICS = [
     *[(f"text_to_image_R@{k}", f"caption → scene R@{k}", f"t2i_r{k}") for k in (1, 5, 10)],
 ]
 ZERO_SHOT_METRIC = "top-1 accuracy"
+TRAINER_BOOKKEEPING = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")  # not results
 
 
 def percent(value: float) -> str:
@@ -64,6 +65,27 @@ def zero_shot_eval_results(record: dict) -> list[EvalResult]:
                            metric_type="recall", metric_name=name, metric_value=retrieval[key])
                 for key, name, _ in RETRIEVAL_METRICS if key in retrieval]  # fmt: skip
     return results
+
+
+def trainer_eval_results(metrics: dict, task_type: str, dataset_type: str, dataset_name: str,
+                         split: str = "test") -> list[EvalResult]:
+    """The `model-index` entries of a Trainer's metrics ({"test_accuracy": 0.67, "test_runtime": 3.1, ...}): every
+    number but the Trainer's bookkeeping, named without its split prefix."""
+    prefix = f"{split}_"
+    return [EvalResult(task_type=task_type, dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=split,
+                       metric_type=name.removeprefix(prefix), metric_name=name.removeprefix(prefix), metric_value=value)
+            for name, value in sorted(metrics.items())
+            if isinstance(value, (int, float)) and not name.removeprefix(prefix).endswith(TRAINER_BOOKKEEPING)]  # fmt: skip
+
+
+def add_model_index(folder: Path, eval_results: list[EvalResult]) -> Path:
+    """Sets `eval_results` as the model-index of the folder's card, e.g. the one trainer.create_model_card() wrote:
+    transformers writes a model-index only for the tasks and metric names it knows, which ours mostly are not."""
+    folder = Path(folder)
+    card = ModelCard.load(folder / "README.md")
+    card.data.model_name = card.data.model_name or folder.resolve().name
+    card.data.eval_results = eval_results
+    return write_card(folder, card)
 
 
 def metric_values(eval_results: list[EvalResult] | None) -> dict[tuple[str, str], float]:

@@ -218,3 +218,21 @@ def test_a_trainer_card_with_its_own_metrics_passes(tmp_path):
                         metric_type="accuracy", metric_value=0.34)  # fmt: skip
     cards.write_card(tmp_path, cards.render(cards.card_data("vlmixer-vqa", "visual-question-answering", [result]), "# x"))
     assert cards.card_problems(tmp_path) == []
+
+
+def test_a_trainer_card_gets_the_model_index_of_its_test_metrics(tmp_path):
+    """transformers' TrainingSummary (what trainer.create_model_card() writes) has no model-index for our tasks;
+    add_model_index adds the Trainer's test metrics to that card, and ModelCard.load parses them back."""
+    from transformers.modelcard import TrainingSummary
+
+    summary = TrainingSummary(model_name="vlmixer-vqa", finetuned_from="org/vlmixer-small", tasks="visual-question-answering",
+                              dataset="scenes", dataset_tags="imagefolder", eval_results={"Vqa Accuracy": 0.34})  # fmt: skip
+    (tmp_path / "README.md").write_text(summary.to_model_card())
+    metrics = {"test_vqa_accuracy": 0.34, "test_exact_match": 0.3, "test_loss": 1.2, "test_runtime": 3.1,
+               "test_samples_per_second": 30.0, "epoch": 1.0}  # fmt: skip
+    results = cards.trainer_eval_results(metrics, "visual-question-answering", "imagefolder", "Fashion-MNIST scenes")
+    cards.add_model_index(tmp_path, results)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert {r.metric_name: r.metric_value for r in card.data.eval_results} == {"vqa_accuracy": 0.34, "exact_match": 0.3}
+    assert card.data.to_dict()["model-index"][0]["name"] == "vlmixer-vqa"
+    assert "Vqa Accuracy: 0.34" in card.text  # the Trainer's text stays
