@@ -277,33 +277,27 @@ __all__ = ["DataCollatorForCMC", "DataCollatorForPairs", "DataCollatorForTags", 
 
 
 # ============================================================================================== fine-tuning collators
-# Rows as `processing.tasks.load_task_split` gives them (image path(s), boxes, text, labels); each image's region
-# features come from the row's `features` column when it has one, else from a `RegionFeatureCache`.
+# Rows as `processing.tasks.add_region_features` leaves them: each image's boxes and (R, D) region features
+# (`boxes` / `features`, or `boxes_left` / `features_left` and `boxes_right` / `features_right`), text and labels.
 
 
-def row_regions(row: dict, cache, image_column: str = "image", box_column: str = "boxes") -> np.ndarray:
-    """(R, D) float32 features of one image of a row: its `features` column (`features_left` / `features_right` for
-    `image_left` / `image_right`) when it has one, else the cache's rows for its image and boxes."""
-    features_column = image_column.replace("image", "features")
-    if features_column in row:
-        return np.asarray(row[features_column], dtype=np.float32)
-    if cache is None:
-        raise ValueError(f"The rows have no {features_column!r} column: pass a RegionFeatureCache.")
-    return cache.features_for(row[image_column], row[box_column])
+def row_regions(row: dict, features_column: str = "features") -> np.ndarray:
+    """(R, D) float32 region features of one image of a row."""
+    if features_column not in row:
+        raise KeyError(f"The row has no {features_column!r} column: add it with processing.tasks.add_region_features.")
+    return np.asarray(row[features_column], dtype=np.float32)
 
 
-def joint_inputs(rows: list[dict], cache) -> dict:
+def joint_inputs(rows: list[dict]) -> dict:
     """Processor keyword arguments (`text`, `region_features`, `boxes`) for `[CLS] text [SEP] regions [SEP]` of every
     image of every row, row after row (left image before right for reasoning rows), as
     `processing.tasks.processor_inputs` orders them."""
-    from .tasks import REGION_COLUMNS
+    from .tasks import processor_inputs
 
     merged = {"text": [], "region_features": [], "boxes": []}
     for row in rows:
-        images = [(image, boxes) for image, boxes in REGION_COLUMNS if image in row]
-        merged["text"] += [row["text"]] * len(images)
-        merged["region_features"] += [row_regions(row, cache, image, boxes) for image, boxes in images]
-        merged["boxes"] += [np.asarray(row[boxes], dtype=np.float32) for _, boxes in images]
+        for name, values in processor_inputs(row).items():
+            merged[name] += values
     return merged
 
 
@@ -337,13 +331,12 @@ class DataCollatorForImageText:
     """
 
     processor: VLMixerProcessor
-    cache: object = None  # a processing.tasks.RegionFeatureCache; None when rows carry `features`
     max_length: int = 64
     answer_to_id: dict | None = None
     label_column: str = "label"
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = dict(self.processor(**joint_inputs(rows, self.cache), max_length=self.max_length))
+        batch = dict(self.processor(**joint_inputs(rows), max_length=self.max_length))
         batch.update(self.labels(rows))
         return batch
 
@@ -375,12 +368,11 @@ class DataCollatorForVisualReasoning:
     """
 
     processor: VLMixerProcessor
-    cache: object = None
     max_length: int = 64
     label_column: str = "label"
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        encoded = dict(self.processor(**joint_inputs(rows, self.cache), max_length=self.max_length))
+        encoded = dict(self.processor(**joint_inputs(rows), max_length=self.max_length))
         for name in ("input_ids", "attention_mask", "token_type_ids"):
             encoded[name] = encoded[name].view(len(rows), 2, -1)
         if rows and self.label_column in rows[0]:
@@ -403,14 +395,13 @@ class DataCollatorForRegionsAndText:
     """
 
     processor: VLMixerProcessor
-    cache: object = None
     max_length: int = 64
     text_column: str | None = "text"
     return_loss: bool = False
     caption_labels: bool = False
 
     def __call__(self, rows: list[dict]) -> dict:
-        batch = pad_regions([row_regions(row, self.cache) for row in rows], [row["boxes"] for row in rows])
+        batch = pad_regions([row_regions(row) for row in rows], [row["boxes"] for row in rows])
         if self.text_column is not None and rows and self.text_column in rows[0]:
             text = self.processor(text=[row[self.text_column] for row in rows], cmc_ratio=0.0,
                                   max_length=self.max_length)  # fmt: skip

@@ -61,7 +61,7 @@ def repository_module(relative_path: str, name: str):
 
 # One copy of each: the scenes are shared with the downstream tasks, Recall@K with the recall_at_k metric module,
 # class names become concepts as build_gallery.py makes them, datasets are read as build_gallery.py reads them.
-SCENES = repository_module("processing/tasks.py", "vlmixer_tasks")
+SCENES = repository_module("scripts/scene_tasks.py", "vlmixer_scene_tasks")
 CONCEPTS = repository_module("processing/concepts.py", "vlmixer_concepts")
 SOURCES = repository_module("processing/sources.py", "vlmixer_sources")
 CLASS_NAMES, make_scenes, scene_caption = SCENES.CLASS_NAMES, SCENES.make_scenes, SCENES.scene_caption

@@ -6,7 +6,7 @@ end one Markdown table of the test metrics is printed, and the last stdout line 
 to --output, by default outputs/finetune_results.json).
 
 Example:
-  python scripts/finetune_all.py --model vlmixer-small --data_dir outputs/tasks --max_steps 60
+  python scripts/finetune_all.py --model_name_or_path vlmixer-small --dataset_name outputs/tasks --max_steps 60
 """
 
 import argparse
@@ -35,8 +35,10 @@ TABLE_METRICS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="vlmixer-small", help="the pre-trained checkpoint (and processor)")
-    parser.add_argument("--data_dir", default="outputs/tasks")
+    parser.add_argument("--model_name_or_path", "--model", default="vlmixer-small",
+                        help="the pre-trained checkpoint (and processor)")  # fmt: skip
+    parser.add_argument("--dataset_name", default="outputs/tasks",
+                        help="the tasks folder scripts/make_tasks.py wrote (one dataset configuration per task)")  # fmt: skip
     parser.add_argument("--output_dir", default="outputs/finetune")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--inits", nargs="+", default=list(INITS), choices=INITS)
@@ -65,7 +67,8 @@ def run_one(args, task: str, init: str) -> dict:
     report_file = Path(args.output_dir) / f"{task}-{init}.json"
     eval_samples = args.caption_eval_samples if task == "captioning" else args.max_eval_samples
     command = [
-        sys.executable, str(SCRIPTS_DIR / f"finetune_{task}.py"), "--model", args.model, "--data_dir", args.data_dir,
+        sys.executable, str(SCRIPTS_DIR / f"finetune_{task}.py"), "--model_name_or_path", args.model_name_or_path,
+        "--dataset_name", args.dataset_name, "--dataset_config_name", task,
         "--output_dir", str(output_dir), "--max_steps", str(args.max_steps),
         "--per_device_train_batch_size", str(args.per_device_train_batch_size),
         "--learning_rate", str(args.learning_rate), "--max_eval_samples", str(eval_samples),
@@ -110,7 +113,7 @@ def main(argv=None) -> dict:
                 runs.append(run)
                 print(f"{task} {init}: {json.dumps(run.get('test', run.get('error')))}", flush=True)
     print(markdown_table(runs))
-    names = ("model", "data_dir", "max_steps", "per_device_train_batch_size", "learning_rate", "max_eval_samples",
+    names = ("model_name_or_path", "dataset_name", "max_steps", "per_device_train_batch_size", "learning_rate", "max_eval_samples",
              "caption_eval_samples", "seed")
     # with --report_only the runs' own reports say what each one did (steps, batch size, rows)
     settings = {"report_only": True} if args.report_only else {name: getattr(args, name) for name in names}

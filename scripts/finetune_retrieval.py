@@ -10,9 +10,11 @@ or, without an `objects` column, when it is the image's own row. The best epoch 
 transformers has no Auto class for retrieval: reload with `VLMixerForImageTextRetrieval.from_pretrained`.
 
 Example:
-  python scripts/finetune_retrieval.py --model vlmixer-small --data_dir outputs/tasks \\
-      --output_dir outputs/finetune/retrieval --rerank_k 10
+  python scripts/finetune_retrieval.py --model_name_or_path vlmixer-small --dataset_name outputs/tasks \\
+      --dataset_config_name retrieval --output_dir outputs/finetune/retrieval --rerank_k 10
 """
+
+from dataclasses import dataclass, field
 
 import evaluate
 import torch
@@ -23,31 +25,37 @@ from vlmixer.processing.metrics import metric_path
 from vlmixer.processing.tasks import retrieval_references
 
 from vlmixer.scripts.finetuning import (
+    DATA_FORMAT,
+    FinetuningTrainingArguments,
     FullSetTrainer,
-    base_parser,
     batches,
     exits_in_one_line,
     load_model,
     load_processor,
     load_task_data,
+    parse_arguments,
     run,
-    training_arguments,
+    setup_logging,
 )
 
 
 TASK = "retrieval"
-COLUMNS = """  image    path of the image file
+COLUMNS = """  image    the image (an Image feature, a file path or bytes)
   boxes    its regions, [[x1, y1, x2, y2], ...] normalised
   text     a caption of the image
   objects  (optional) what the image holds, e.g. ["bag", "sneaker"]: rows with equal objects share captions"""
 PAIRS_PER_FORWARD = 256
 
 
-def parse_args(argv=None):
-    parser = base_parser(__doc__, TASK, COLUMNS)
-    parser.add_argument("--rerank_k", type=int, default=0,
-                        help="re-rank each query's top K first-stage candidates by the matching head (0: no)")  # fmt: skip
-    return parser.parse_args(argv)
+@dataclass
+class RetrievalArguments:
+    rerank_k: int = field(
+        default=0, metadata={"help": "re-rank each query's top K first-stage candidates by the matching head (0: no)"}
+    )
+
+
+class RetrievalTrainingArguments(FinetuningTrainingArguments):
+    task_metric = "mean_recall"
 
 
 def embed_split(model, dataset, collator, batch_size: int):
@@ -101,20 +109,25 @@ def retrieval_metrics(collator, batch_size: int, rerank_k: int):
 
 @exits_in_one_line
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    processor = load_processor(args)
-    data = load_task_data(args, TASK, processor)
-    model = load_model(VLMixerForImageTextRetrieval, args)
-    evaluation_collator = DataCollatorForRegionsAndText(processor, data.cache, args.max_length)
+    model_args, data_args, retrieval_args, training_args = parse_arguments(
+        __doc__ + DATA_FORMAT.format(columns=COLUMNS), RetrievalTrainingArguments, argv, extra=(RetrievalArguments,)
+    )
+    setup_logging(training_args)
+    processor = load_processor(model_args)
+    data = load_task_data(TASK, model_args, data_args, training_args, processor)
+    model = load_model(VLMixerForImageTextRetrieval, model_args, training_args.seed)
+    evaluation_collator = DataCollatorForRegionsAndText(processor, data_args.max_length)
     trainer = FullSetTrainer(
         model=model,
-        args=training_arguments(args, "mean_recall"),
+        args=training_args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=DataCollatorForRegionsAndText(processor, data.cache, args.max_length, return_loss=True),
-        full_set_metrics=retrieval_metrics(evaluation_collator, args.per_device_eval_batch_size, args.rerank_k),
+        processing_class=processor,
+        data_collator=DataCollatorForRegionsAndText(processor, data_args.max_length, return_loss=True),
+        full_set_metrics=retrieval_metrics(evaluation_collator, training_args.per_device_eval_batch_size,
+                                           retrieval_args.rerank_k),  # fmt: skip
     )
-    return run(args, TASK, trainer, data, processor, extra={"rerank_k": args.rerank_k})
+    return run(TASK, trainer, data, model_args, data_args, extra={"rerank_k": retrieval_args.rerank_k})
 
 
 if __name__ == "__main__":

