@@ -1,13 +1,13 @@
 """Uploads a saved VLMixer folder to the Hugging Face Hub as a model repository, or the Gradio app as a Space.
 
-The folder must be complete, as `scripts/demo.py`, `scripts/pretrain.py` or a fine-tuning script (the Trainer's card)
-write it: `config.json` and the weights
-(`model.safetensors`, or an index and its shards), the processor (`processor_config.json`, `tokenizer.json`,
-`tokenizer_config.json`; `concepts.json` and the gallery `gallery.json` + `gallery.safetensors` when present), every code
-file that `auto_map` and `custom_pipelines` name (plus the files they import with single-dot relative imports), and the
-model card `README.md`: its metadata parses with `huggingface_hub.ModelCard.load`, model_card.md's $placeholders are
-all filled, and its `model-index` equals the folder's zero-shot `eval_results.json` when it has one. A folder that
-lacks any of them is refused before anything is uploaded, with the list of what is missing.
+The folder must be complete, as `scripts/demo.py`, `scripts/pretrain.py` or a fine-tuning script (with the Trainer's
+card) write it: `config.json` and the weights (`model.safetensors`, or an index and its shards), the processor
+(`processor_config.json`, `tokenizer.json`, `tokenizer_config.json`; `concepts.json` and the gallery `gallery.json` +
+`gallery.safetensors` when present), every code file that `auto_map` and `custom_pipelines` name (plus the files they
+import with single-dot relative imports), and the model card `README.md`: its metadata parses with
+`huggingface_hub.ModelCard.load`, model_card.md's $placeholders are all filled, and its `model-index` equals the
+folder's zero-shot `eval_results.json` when it has one. A folder that lacks any of them is refused before anything is
+uploaded, with the list of what is missing.
 
 Uploaded: every file of the folder except hidden files, caches, pickles (*.bin, *.pt, *.pth, *.pkl, *.ckpt: the
 weights travel as safetensors) and training state (checkpoint-*/, runs/); those are listed as skipped.
@@ -18,7 +18,8 @@ weights travel as safetensors) and training state (checkpoint-*/, runs/); those 
 
 --space uploads the Space folder (default: the repository's space/: README.md with the Space's YAML header,
 requirements.txt, app.py) as a Gradio Space, staged with a copy of this package beside app.py (the Space imports
-vlmixer.scripts.app from it); --model_id names the model repository the Space runs (its card's `models:`).
+vlmixer.scripts.app from it); --model_id names the model repository the Space runs (its card's `models:`), and an
+upload needs it (space/README.md names a placeholder).
 
 --add_pipelines uploads a staged copy of the folder with the VLMixer pipelines added (pipeline_vlmixer.py and the
 `custom_pipelines` entry of config.json: `pipeline("zero-shot-image-classification", model=repo_id,
@@ -86,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.folder is None and not args.space:
         parser.error("the folder is required (only --space has a default, the repository's space/)")
+    if args.space and not args.dry_run and not args.model_id:
+        parser.error("a Space upload needs --model_id, the model repository the Space runs")
     args.folder = args.folder or str(SPACE)
     return args
 

@@ -390,12 +390,17 @@ def test_the_staged_space_names_the_model_and_imports_its_own_copy_of_the_app(tm
     assert model == "org/vlmixer-small" and Path(app_file).resolve() == (staged / "vlmixer/scripts/app.py").resolve()
 
 
+def test_a_space_upload_without_the_model_it_runs_is_refused():
+    result = run_push("--space", "--repo_id", "org/vlmixer-demo")
+    assert result.returncode == 2 and "--model_id" in result.stderr
+
+
 def test_a_space_without_requirements_is_refused(tmp_path, no_network, capsys):
     space = tmp_path / "space"
     shutil.copytree(SPACE, space)
     (space / "requirements.txt").unlink()
     with pytest.raises(SystemExit) as exit_info:
-        load_push_module().main([str(space), "--space", "--repo_id", "org/x"])
+        load_push_module().main([str(space), "--space", "--repo_id", "org/x", "--model_id", "org/m"])
     assert exit_info.value.code == 2 and "requirements.txt" in capsys.readouterr().err
 
 
