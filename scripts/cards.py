@@ -14,8 +14,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from vlmixer.scripts.atomic import atomic_write_text
 
 
-REPO = Path(__file__).resolve().parent.parent
-CARD_TEMPLATE = REPO / "model_card.md"  # the demo card's text; its header comes from ModelCardData
+# the demo card's text (its header comes from ModelCardData): the repository's model_card.md, through a link in
+# scripts/ so that the wheel carries it as package data
+CARD_TEMPLATE = Path(__file__).parent / "model_card.md"
 EVAL_RESULTS_NAME = "eval_results.json"  # as evaluate_zero_shot.EVAL_RESULTS_NAME (not imported: that pulls in torch)
 DATASET_ID = "zalando-datasets/fashion_mnist"
 DATASET_NAME = "Fashion-MNIST"

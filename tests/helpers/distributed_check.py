@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from vlmixer.modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
 from vlmixer.processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor
 from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.scripts.pretrain import end_process_group
 
 SENTENCES = [
     "A white t-shirt and blue jeans.", "She wore a red dress.", "Two bags and a coat.", "Sneakers under the bed.",
@@ -45,6 +46,13 @@ def rows_of(batch: dict, rows: list[int], image_token_id: int) -> dict:
 
 
 def main(output_file: str, tokenizer_path: str, uneven: bool = False) -> None:
+    one_step(output_file, tokenizer_path, uneven)
+    end_process_group()  # gloo left to interpreter exit aborts a process at times (SIGABRT in its worker threads)
+
+
+def one_step(output_file: str, tokenizer_path: str, uneven: bool) -> None:
+    """The step; on return nothing holds the DDP model, whose process group end_process_group() then destroys
+    (destroyed under a live DDP model, gloo hung at exit)."""
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     config = VLMixerConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -64,6 +72,7 @@ def main(output_file: str, tokenizer_path: str, uneven: bool = False) -> None:
     if accelerator.is_main_process:
         grads = {name: p.grad for name, p in accelerator.unwrap_model(model).named_parameters() if p.grad is not None}
         torch.save({"losses": losses, "grads": grads, "world": world}, output_file)
+    accelerator.free_memory()
 
 
 if __name__ == "__main__":
