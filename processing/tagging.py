@@ -7,7 +7,10 @@
   its nearest hypernym that it does ("cat").
 """
 
+import functools
+import io
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from .processing_vlmixer import crop_region, grid_boxes, to_rgb_image
 
 
 IMAGENET_CLASSES_FILE = Path(__file__).parent / "data" / "imagenet1k.json"
-WORDNET_NOUNS = "/usr/share/wordnet/data.noun"
+WORDNET_DIR = "/usr/share/wordnet"  # Debian's wordnet-base
 
 # A tagged region: normalised (x1, y1, x2, y2) box, the names of its class (synonyms, most common first), a score.
 Region = tuple[tuple[float, float, float, float], list[str], float]
@@ -79,62 +82,88 @@ class DetectorTagger:
         return regions
 
 
+# Debian's wordnet-base ships WordNet 3.0's dict files without `lexnames`, the first file nltk's reader opens: the 45
+# lexicographer file names of WordNet 3.0 (lexnames(5WN)), in file-number order.
+LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
+    "noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive noun.object "
+    "noun.person noun.phenomenon noun.plant noun.possession noun.process noun.quantity noun.relation noun.shape "
+    "noun.state noun.substance noun.time verb.body verb.change verb.cognition verb.communication verb.competition "
+    "verb.consumption verb.contact verb.creation verb.emotion verb.motion verb.perception verb.possession "
+    "verb.social verb.stative verb.weather adj.ppl"
+).split()
+LEXNAME_POS = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+
+
+@functools.lru_cache(maxsize=4)
+def open_wordnet(wordnet_dir: str = WORDNET_DIR):
+    """
+    nltk's WordNet reader over a WordNet 3.0 dict folder (Debian's `wordnet-base`), read in place: nothing is
+    downloaded. A missing folder raises FileNotFoundError saying what to install.
+    """
+    if not (Path(wordnet_dir) / "data.noun").is_file():
+        raise FileNotFoundError(
+            f"{Path(wordnet_dir) / 'data.noun'} is missing: install WordNet with `apt-get install wordnet-base`, or "
+            "pass the folder that holds its dict files."
+        )
+    import nltk.data
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class FolderWordNet(WordNetCorpusReader):
+        def open(self, file):
+            if file == "lexnames" and not (Path(wordnet_dir) / file).exists():
+                lines = (f"{i:02d}\t{name}\t{LEXNAME_POS[name.split('.')[0]]}" for i, name in enumerate(LEXNAMES))
+                return io.StringIO("\n".join(lines) + "\n")
+            return super().open(file)
+
+        def map_wn(self, version="wordnet"):
+            return None  # the ids of other WordNet versions serve multilingual lookups only, from nltk's own download
+
+    if wordnet_dir not in nltk.data.path:
+        nltk.data.path.append(wordnet_dir)  # nltk reads corpora only from folders on its data path
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The multilingual functions")  # no Open Multilingual Wordnet: English only
+        return FolderWordNet(wordnet_dir, None)
+
+
+def lemma_names(synset) -> list[str]:
+    """A synset's lemmas as words: "Persian_cat" -> "persian cat"."""
+    return [name.replace("_", " ").lower() for name in synset.lemma_names()]
+
+
+def hypernyms_of(synset) -> list:
+    """
+    What a synset is a kind of ("tabby" -> "domestic cat") or an instance of ("Paris" -> "national capital"), by name:
+    nltk keeps a synset's pointers in a set, whose order changes from one process to the next.
+    """
+    return sorted(synset.hypernyms() + synset.instance_hypernyms())
+
+
 class WordNetHypernyms:
-    """Noun synsets of WordNet 3.0 (Debian `wordnet-base`): their lemmas and hypernyms, by ImageNet-style id."""
+    """The noun synsets of WordNet 3.0 (Debian `wordnet-base`, through nltk) by ImageNet-style id ("n02123045")."""
 
-    def __init__(self, data_noun: str = WORDNET_NOUNS):
-        if not Path(data_noun).exists():
-            raise FileNotFoundError(
-                f"{data_noun} is missing: install WordNet with `apt-get install wordnet-base`, or pass its data.noun."
-            )
-        self.lemmas: dict[str, list[str]] = {}
-        self.hypernyms: dict[str, list[str]] = {}
-        with open(data_noun, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.startswith(" "):  # the licence header lines start with spaces
-                    self._read_synset(line.split(" | ")[0].split())
+    def __init__(self, wordnet_dir: str = WORDNET_DIR):
+        self.wordnet = open_wordnet(wordnet_dir)
 
-    def _read_synset(self, fields: list[str]) -> None:
-        # offset lex_filenum ss_type w_cnt(hex) [word lex_id]... p_cnt [pointer_symbol offset pos source/target]...
-        wnid = "n" + fields[0]
-        words = int(fields[3], 16)
-        self.lemmas[wnid] = [fields[4 + 2 * i].replace("_", " ").lower() for i in range(words)]
-        pointers_at = 4 + 2 * words
-        pointers = fields[pointers_at + 1 : pointers_at + 1 + 4 * int(fields[pointers_at])]
-        self.hypernyms[wnid] = [
-            "n" + pointers[i + 1] for i in range(0, len(pointers), 4) if pointers[i] in ("@", "@i") and pointers[i + 2] == "n"
-        ]
-
-    def ancestors(self, wnid: str) -> Iterator[str]:
-        """The synset and its hypernyms, nearest first (breadth-first)."""
-        seen, frontier = {wnid}, [wnid]
-        while frontier:
-            yield from frontier
-            following = [h for node in frontier for h in self.hypernyms.get(node, []) if h not in seen]
-            seen.update(following)
-            frontier = list(dict.fromkeys(following))
+    def ancestor_names(self, wnid: str) -> Iterator[list[str]]:
+        """The lemmas of the synset and of its hypernyms and instance hypernyms, nearest first (breadth-first)."""
+        synset = self.wordnet.synset_from_pos_and_offset(wnid[0], int(wnid[1:]))
+        for node in [synset, *synset.closure(hypernyms_of)]:
+            yield lemma_names(node)
 
 
-def wordnet_synonyms(name: str, wordnet_dir: str = str(Path(WORDNET_NOUNS).parent)) -> list[str]:
+def wordnet_synonyms(name: str, wordnet_dir: str = WORDNET_DIR) -> list[str]:
     """
     The other lemmas of the most frequent noun sense of `name` in WordNet 3.0 (Debian `wordnet-base`): "sofa" ->
     ["couch", "lounge"]; [] for a word WordNet does not know. Only the first sense, so that "star" gives no "ace".
     """
-    key = name.strip().lower().replace(" ", "_")
-    index, data = Path(wordnet_dir) / "index.noun", Path(wordnet_dir) / "data.noun"
-    if not index.exists():
-        raise FileNotFoundError(f"{index} is missing: install WordNet with `apt-get install wordnet-base`.")
-    with open(index, encoding="utf-8") as handle:
-        fields = next((line.split() for line in handle if line.startswith(key + " ")), None)
-    if fields is None:
+    word = name.strip().lower()
+    # nltk also finds the senses of a word's base form ("sneakers" -> "sneaker"): only the word's own senses count.
+    senses = open_wordnet(wordnet_dir).synsets(word.replace(" ", "_"), pos="n")
+    senses = [synset for synset in senses if word in lemma_names(synset)]
+    if not senses:
         return []
-    synsets = int(fields[2])
-    first_offset = fields[-synsets]  # offsets come last, the most frequent sense first
-    with open(data, "rb") as handle:
-        handle.seek(int(first_offset))  # a synset's offset is its byte offset in data.noun
-        words = handle.readline().decode("utf-8").split(" | ")[0].split()
-    lemmas = [words[4 + 2 * i].replace("_", " ").lower() for i in range(int(words[3], 16))]
-    return [lemma for lemma in dict.fromkeys(lemmas) if lemma != name.strip().lower()]
+    return [lemma for lemma in dict.fromkeys(lemma_names(senses[0])) if lemma != word]
 
 
 def concept_named(names: list[str], vocabulary) -> str | None:
@@ -171,12 +200,12 @@ class ConceptNamer:
         wnid = self.wnid_of.get(tuple(names))
         if concept is not None or wnid is None:
             return concept
-        for ancestor in self.hypernyms.ancestors(wnid):
-            concept = concept_named(self.hypernyms.lemmas.get(ancestor, []), self.vocabulary)
+        for names in self.hypernyms.ancestor_names(wnid):
+            concept = concept_named(names, self.vocabulary)
             if concept is not None:
                 return concept
         return None
 
 
 __all__ = ["ConceptNamer", "DetectorTagger", "ImageNetTagger", "WordNetHypernyms", "concept_named", "imagenet_classes",
-           "wordnet_synonyms"]
+           "open_wordnet", "wordnet_synonyms"]

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from vlmixer.processing import ConceptVocabulary
-from vlmixer.processing.tagging import ConceptNamer, DetectorTagger, ImageNetTagger, WordNetHypernyms, imagenet_classes
+from vlmixer.processing.tagging import (
+    ConceptNamer,
+    DetectorTagger,
+    ImageNetTagger,
+    WordNetHypernyms,
+    imagenet_classes,
+    wordnet_synonyms,
+)
 
 from .conftest import REPO_ROOT
 
@@ -33,7 +40,7 @@ def hypernyms():
 
 @needs_wordnet
 def test_hypernym_chain_of_tabby_goes_through_cat_to_animal(hypernyms):
-    chain = [hypernyms.lemmas[wnid][0] for wnid in hypernyms.ancestors("n02123045")]
+    chain = [names[0] for names in hypernyms.ancestor_names("n02123045")]
     assert chain[:3] == ["tabby", "domestic cat", "cat"]
     assert chain.index("feline") < chain.index("animal")
 
@@ -56,9 +63,22 @@ def test_without_vocabulary_a_tag_is_its_first_name():
     assert ConceptNamer()(["tabby", "tabby cat"]) == "tabby"
 
 
+@needs_wordnet
+def test_synonyms_come_from_the_words_own_first_sense(hypernyms):
+    """nltk's reader over Debian's files, nothing downloaded: the exact word's senses only, not its base form's."""
+    assert wordnet_synonyms("Sofa") == ["couch", "lounge"]
+    assert wordnet_synonyms("glasses") == ["spectacles", "specs", "eyeglasses"]
+    assert wordnet_synonyms("Acinonyx jubatus") == ["cheetah", "chetah"]  # spaces are WordNet's underscores
+    assert wordnet_synonyms("star") == []  # its first sense has no other lemma; "ace" is another sense's
+    assert wordnet_synonyms("sneakers") == [] and wordnet_synonyms("sneaker") == ["gym shoe", "tennis shoe"]
+    assert wordnet_synonyms("no such thing") == []
+
+
 def test_missing_wordnet_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="wordnet-base"):
-        WordNetHypernyms(str(tmp_path / "data.noun"))
+    for missing in (lambda: WordNetHypernyms(str(tmp_path)), lambda: wordnet_synonyms("sofa", str(tmp_path))):
+        with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base") as error:
+            missing()
+        assert "\n" not in str(error.value)
 
 
 def test_imagenet_tagger_tags_the_real_cat_photo_and_respects_the_threshold():
