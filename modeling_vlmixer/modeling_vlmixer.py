@@ -692,28 +692,25 @@ def global_mean(loss_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return loss_sum / count.clamp(min=1.0)
 
 
-class GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward returns to each process the gradient that every process computed for its rows."""
+def all_gather_with_grad(rows: torch.Tensor) -> torch.Tensor:
+    """
+    (B, P) rows of every process concatenated in rank order, with torch's autograd all_gather: its backward sums the
+    gradients every process computed for this process's rows (global_mean has already scaled the loss for DDP's mean).
+    """
+    try:  # the collective torch recommends since its older autograd all_gather was deprecated
+        from torch.distributed._functional_collectives import all_gather_single
+    except ImportError:  # older torch
+        from torch.distributed.nn.functional import all_gather
 
-    @staticmethod
-    def forward(ctx, embeddings: torch.Tensor) -> torch.Tensor:
-        gathered = [torch.empty_like(embeddings) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, embeddings.contiguous())
-        return torch.cat(gathered, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
-        grad = grad_output.contiguous()
-        dist.all_reduce(grad)
-        rows = grad.shape[0] // dist.get_world_size()
-        return grad[dist.get_rank() * rows : (dist.get_rank() + 1) * rows]
+        return torch.cat(all_gather(rows))
+    return all_gather_single(rows, 0, dist.group.WORLD)
 
 
 def gather_with_grad(embeddings: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(B, P) local rows -> (world * B, P) rows of all processes, gradients flowing back; and this process's offset."""
     if not is_distributed():
         return embeddings, 0
-    return GatherWithGrad.apply(embeddings), dist.get_rank() * embeddings.shape[0]
+    return all_gather_with_grad(embeddings), dist.get_rank() * embeddings.shape[0]
 
 
 def symmetric_info_nce(first: torch.Tensor, second: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
