@@ -7,6 +7,7 @@ Loading itself is `datasets.load_dataset` / `load_from_disk` (scripts/finetuning
 scripts/make_tasks.py.
 """
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -238,13 +239,20 @@ def processor_inputs(row: dict) -> dict:
     }
 
 
+def image_key(image) -> str:
+    """What identifies an image of an undecoded `Image` column ({"bytes", "path"}), a path, or a decoded image."""
+    if isinstance(image, dict):
+        return image.get("path") or hashlib.sha1(image["bytes"]).hexdigest()
+    return image if isinstance(image, str) else hashlib.sha1(np.asarray(image).tobytes()).hexdigest()
+
+
 def retrieval_references(dataset, key_column: str = "objects") -> list[list[int]]:
     """For each row, the rows whose text is also correct for its image: those with the same multiset of `key_column`
     (captions name objects and counts, never places), or the same image when the column is absent."""
     if key_column in dataset.column_names:
         keys = [tuple(sorted(value)) for value in dataset[key_column]]
     else:
-        keys = [json.dumps(image, sort_keys=True, default=bytes.hex) for image in dataset["image"]]
+        keys = [image_key(image) for image in dataset["image"]]
     groups: dict = {}
     for index, key in enumerate(keys):
         groups.setdefault(key, []).append(index)

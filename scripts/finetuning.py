@@ -139,7 +139,7 @@ class FinetuningTrainingArguments(TrainingArguments):
         if self.remove_unused_columns:
             raise ValueError("--remove_unused_columns must stay False: the collators read the rows' own columns "
                              "(boxes, region features, answers), which the model's forward does not name.")  # fmt: skip
-        if str(self.hub_strategy) not in ("end", HubStrategy.END):
+        if HubStrategy(self.hub_strategy) != HubStrategy.END:
             raise ValueError(f"--hub_strategy {self.hub_strategy} is refused: it uploads checkpoints with a pickled "
                              "training_args.bin; use --hub_strategy end (the final folder, arguments as JSON).")  # fmt: skip
         if self.metric_for_best_model is None and self.load_best_model_at_end:
@@ -270,6 +270,12 @@ def built_splits(path: str, config_name: str | None, data_files: dict | None, ca
     image paths start at their folder."""
     try:
         builder = datasets.load_dataset_builder(path, config_name, data_files=data_files, cache_dir=cache_dir)
+        if data_files is None and Path(path).is_dir() and builder.config.data_files:
+            # a local folder's configuration is cached under its folder and configuration names alone (another
+            # folder called the same, or the same one rewritten, would read the old rows); naming its files keys the
+            # cache by their paths and modification times
+            builder = datasets.load_dataset_builder(path, config_name, data_files=dict(builder.config.data_files),
+                                                    cache_dir=cache_dir)  # fmt: skip
         builder.download_and_prepare()
         splits = dict(builder.as_dataset())
     except (FileNotFoundError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
@@ -307,7 +313,7 @@ def needed_splits(raw: dict, training_args: TrainingArguments) -> list[str]:
     wanted = []
     if training_args.do_train:
         wanted.append("train")
-    if training_args.do_eval or str(training_args.eval_strategy) not in ("no", IntervalStrategy.NO):
+    if training_args.do_eval or training_args.eval_strategy != IntervalStrategy.NO:
         wanted.append("validation")
     for split in wanted:
         if split not in raw:

@@ -286,7 +286,8 @@ def collated_test_batch(task: str, processor, tasks_dir, cache_dir):
     from vlmixer.scripts.finetuning import DataTrainingArguments, load_raw_splits, region_feature_extractor
     from vlmixer.processing.tasks import add_region_features, prepare_split
 
-    raw, folders = load_raw_splits(DataTrainingArguments(dataset_name=str(tasks_dir), dataset_config_name=task), None)
+    arguments = DataTrainingArguments(dataset_name=str(tasks_dir), dataset_config_name=task)
+    raw, folders = load_raw_splits(arguments, str(cache_dir))
     test = prepare_split(raw["test"], task, "test", folders["test"]).select(range(2))
     rows = [{name: value for name, value in row.items() if name != "label"}  # logits need no labels
             for row in add_region_features(test, region_feature_extractor(processor), cache_dir)]  # fmt: skip
@@ -361,12 +362,13 @@ def test_resume_from_a_checkpoint_of_a_saved_image_dataset_equals_the_uninterrup
                                                                                         cache_dir, tmp_path):  # fmt: skip
     """Shape pictures (not Fashion-MNIST) as a save_to_disk folder with `Image` columns: 10 steps in one go, and 5
     more steps resumed from the run's checkpoint-5 (optimizer, scheduler, RNG and data order restored) end with the
-    same weights and the same logged loss. The data folder is left as it was (derived data goes to --cache_dir)."""
+    same weights and the same loss logged over steps 6-10. The data folder is left as it was (derived data goes to --cache_dir)."""
     data = write_shape_saved_dataset(tmp_path / "shapes", task)
     before = folder_snapshot(data)
-    whole = fine_tune(task, tiny_checkpoint, tmp_path / "whole", cache_dir, ["--dataset_name", str(data)], *ISSUE_FLAGS)
-    resumed = fine_tune(task, tiny_checkpoint, tmp_path / "resumed", cache_dir, ["--dataset_name", str(data)],
-                        *ISSUE_FLAGS, "--resume_from_checkpoint", str(tmp_path / "whole" / "checkpoint-5"))  # fmt: skip
+    flags = [*ISSUE_FLAGS, "--logging_steps", "5"]
+    whole = fine_tune(task, tiny_checkpoint, tmp_path / "whole", cache_dir, ["--dataset_name", str(data)], *flags)
+    resumed = fine_tune(task, tiny_checkpoint, tmp_path / "resumed", cache_dir, ["--dataset_name", str(data)], *flags,
+                        "--resume_from_checkpoint", str(tmp_path / "whole" / "checkpoint-5"))  # fmt: skip
     assert whole["steps"] == resumed["steps"] == 10
     expected, got = (checkpoint_weights(tmp_path / run / "checkpoint-10") for run in ("whole", "resumed"))
     assert expected.keys() == got.keys()

@@ -1,4 +1,6 @@
-"""The Fashion-MNIST scene tasks: pixels, wording checked by independent parsers, splits, seeds, loader, feature cache."""
+"""The Fashion-MNIST scene tasks (scripts/scene_tasks.py): pixels, wording checked by independent parsers, splits,
+seeds, the `datasets` folder they make; and the library's task data step (processing/tasks.py): checked splits, image
+columns in every form, region features in the `datasets` cache, processor inputs."""
 
 import json
 import re
@@ -13,6 +15,15 @@ from PIL import Image
 
 from vlmixer.processing.sources import load_fashion_mnist
 from vlmixer.processing.tasks import (
+    TaskDataError,
+    add_region_features,
+    encode_labels,
+    label_names,
+    prepare_split,
+    processor_inputs,
+    retrieval_references,
+)
+from vlmixer.scripts.scene_tasks import (
     CLASS_NAMES,
     CLASSIFICATION_LABELS,
     REASONING_LABELS,
@@ -20,14 +31,7 @@ from vlmixer.processing.tasks import (
     SPLITS,
     TASKS,
     UNSEEN_PROPERTIES,
-    RegionFeatureCache,
     TaskConfig,
-    TaskDataError,
-    cache_region_features,
-    load_task_split,
-    processor_inputs,
-    region_cache_path,
-    retrieval_references,
     staged_directory,
     write_tasks,
 )
@@ -112,7 +116,7 @@ def test_boxes_cover_exactly_the_pasted_images(tasks_dir, fashion):
 
 
 def test_image_pools_are_class_balanced_and_disjoint():
-    from vlmixer.processing.tasks import image_pools
+    from vlmixer.scripts.scene_tasks import image_pools
 
     train_labels, test_labels = np.arange(30) % 10, np.arange(20) % 10
     pools = image_pools(train_labels, test_labels, {"train": 2, "validation": 1, "test": 1}, seed=0)
@@ -274,93 +278,119 @@ def test_tasks_json_lists_files_columns_and_labels(tasks_dir):
     assert summary["tasks"]["reasoning"]["label_names"] == list(REASONING_LABELS) == ["false", "true"]
 
 
-# ---------------------------------------------------------------------------------------------- loader
+# ---------------------------------------------------------------------------------------------- the datasets folder
 
 
-def test_loader_reads_a_task_folder_with_labels_and_absolute_images(tasks_dir):
-    dataset = load_task_split(tasks_dir, task="classification", split="validation")
+def load_split(root: Path, task: str, split: str):
+    """A task's split as the fine-tuning scripts read it: `load_dataset(root, task)`, then `prepare_split`."""
+    from vlmixer.scripts.finetuning import DataTrainingArguments, load_raw_splits
+
+    arguments = DataTrainingArguments(dataset_name=str(root), dataset_config_name=task)
+    raw, folders = load_raw_splits(arguments, str(root.parent / "hf-cache"))
+    return prepare_split(raw[split], task, split, folders[split])
+
+
+def test_each_task_is_a_dataset_configuration_with_its_rows_and_images(tasks_dir):
+    from datasets import Image as ImageFeature
+
+    from vlmixer.scripts.finetuning import DataTrainingArguments, load_raw_splits
+
+    for task in TASKS:
+        arguments = DataTrainingArguments(dataset_name=str(tasks_dir), dataset_config_name=task)
+        loaded, _ = load_raw_splits(arguments, str(tasks_dir.parent / "hf-cache"))
+        assert sorted(loaded) == sorted(SPLITS)
+        for split in SPLITS:
+            assert loaded[split].to_list() == read_jsonl(tasks_dir / task / f"{split}.jsonl"), (task, split)
+    validation = load_split(tasks_dir, "classification", "validation")
+    assert isinstance(validation.features["image"], ImageFeature)
+    scene = scenes_by_id(tasks_dir)[validation[0]["scene_id"]]
+    expected = Image.open(tasks_dir / "scenes" / scene["image"])
+    np.testing.assert_array_equal(np.asarray(validation[0]["image"]), np.asarray(expected))
+    reasoning = load_split(tasks_dir, "reasoning", "test")
+    assert isinstance(reasoning.features["image_left"], ImageFeature) and isinstance(reasoning.features["image_right"], ImageFeature)
+
+
+def test_labels_become_class_ids_in_one_order_for_every_split(tasks_dir):
+    splits = {split: load_split(tasks_dir, "classification", split) for split in SPLITS}
+    names = label_names(splits)
+    assert names == sorted(CLASSIFICATION_LABELS)
+    encoded = encode_labels(splits["validation"], names)
     rows = read_jsonl(tasks_dir / "classification" / "validation.jsonl")
-    assert dataset.features["label"].names == list(CLASSIFICATION_LABELS)
-    assert [CLASSIFICATION_LABELS[i] for i in dataset["label"]] == [r["label"] for r in rows]
-    assert all(Path(p).is_absolute() and Path(p).is_file() for p in dataset["image"])
-    reasoning = load_task_split(tasks_dir, task="reasoning", split="test")
-    assert [REASONING_LABELS[i] for i in reasoning["label"]] == [r["label"] for r in read_jsonl(tasks_dir / "reasoning/test.jsonl")]
-
-
-def copies_in_other_formats(tasks_dir: Path, folder: Path) -> dict[str, Path]:
-    """The classification train split as CSV (lists as JSON text), parquet and a save_to_disk DatasetDict in `folder`,
-    image paths still relative to the task folder."""
-    import pandas as pd
-    from datasets import Dataset, DatasetDict
-
-    rows = read_jsonl(tasks_dir / "classification" / "train.jsonl")
-    paths = {"csv": folder / "train.csv", "parquet": folder / "train.parquet", "disk": folder / "disk"}
-    folder.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows)
-    for column in ("boxes", "objects"):
-        frame[column] = frame[column].map(json.dumps)
-    frame.to_csv(paths["csv"], index=False)
-    Dataset.from_list(rows).to_parquet(str(paths["parquet"]))
-    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(paths["disk"]))
-    return paths
-
-
-@pytest.mark.parametrize("kind", ["csv", "parquet", "disk"])
-def test_loader_reads_csv_parquet_and_datasets_folders_alike(tasks_dir, tmp_path, kind):
-    paths = copies_in_other_formats(tasks_dir, tmp_path / "copies")
-    reference = load_task_split(tasks_dir, task="classification", split="train")
-    images = tasks_dir / "classification"  # where the relative image paths start
-    dataset = load_task_split(paths[kind], split="train", task="classification", image_root=images,
-                              label_names=list(CLASSIFICATION_LABELS))  # fmt: skip
-    for column in ("image", "boxes", "objects", "text", "label"):
-        assert dataset[column] == reference[column], column
-    plain = load_task_split(paths[kind], task="classification", image_root=images)  # no label names: strings stay
-    assert plain["label"] == [r["label"] for r in read_jsonl(tasks_dir / "classification" / "train.jsonl")]
-
-
-def test_loader_names_missing_columns_and_bad_data(tasks_dir, tmp_path):
-    rows = [{**r, "image": str(tasks_dir / "vqa" / r["image"])} for r in read_jsonl(tasks_dir / "vqa" / "train.jsonl")]
-    data = tmp_path / "broken"
-    data.mkdir()
-
-    def write(name, changed_rows):
-        (data / name).write_text("".join(json.dumps(r) + "\n" for r in changed_rows))
-        return data / name
-
-    without_scores = write("train.jsonl", [{k: v for k, v in r.items() if k != "scores"} for r in rows])
-    with pytest.raises(TaskDataError, match=r"lacks the column\(s\) \['scores'\]"):
-        load_task_split(without_scores, task="vqa")
-    with pytest.raises(TaskDataError, match=r"lacks the column\(s\) \['label_id'\]"):
-        load_task_split(without_scores, required_columns=["label_id"])
-    without_boxes = write("b.jsonl", [{k: v for k, v in r.items() if k != "boxes"} for r in rows])
-    with pytest.raises(TaskDataError, match="'boxes'"):
-        load_task_split(without_boxes)
-    bad_box = write("c.jsonl", [{**r, "boxes": [[0.5, 0.0, 0.2, 1.0]]} if i == 3 else r for i, r in enumerate(rows)])
-    with pytest.raises(TaskDataError, match="Row 3.*x2 <= x1"):
-        load_task_split(bad_box)
-    missing_image = write("d.jsonl", [{**rows[0], "image": "nowhere.png"}])
-    with pytest.raises(TaskDataError, match="missing.*nowhere.png"):
-        load_task_split(missing_image)
-    labelled = [{**r, "image": str(tasks_dir / "vqa" / r["image"])} for r in read_jsonl(tasks_dir / "classification/train.jsonl")]
-    unknown = write("e.jsonl", [{**labelled[0], "label": "maybe"}, *labelled[1:]])
+    assert [names[i] for i in encoded["label"]] == [r["label"] for r in rows]
+    assert encoded.cache_files == []  # cast in memory: no cache file beside the data
     with pytest.raises(TaskDataError, match="maybe"):
-        load_task_split(unknown, label_names=list(CLASSIFICATION_LABELS))
-    with pytest.raises(TaskDataError, match="no validation split"):
-        load_task_split(data, split="validation")
-    with pytest.raises(TaskDataError, match="pass task="):
-        load_task_split(tasks_dir)
+        encode_labels(splits["train"].map(lambda row, i: {"label": "maybe" if i == 0 else row["label"]}, with_indices=True), names)
+    integers = {split: dataset.remove_columns("label").add_column("label", [i % 2 for i in range(len(dataset))])
+                for split, dataset in splits.items()}  # fmt: skip
+    assert label_names(integers) == ["0", "1"]
+
+
+def image_forms(tasks_dir: Path) -> dict:
+    """The first rows of the retrieval train split with their image as a path, as bytes, as a decoded Image feature
+    and as the {"bytes", "path"} struct an Image column becomes without its feature type."""
+    from datasets import Dataset, Image as ImageFeature
+
+    rows = read_jsonl(tasks_dir / "retrieval" / "train.jsonl")[:3]
+    paths = [str((tasks_dir / "retrieval" / row["image"]).resolve()) for row in rows]
+    with_paths = Dataset.from_list([{**row, "image": path} for row, path in zip(rows, paths)])
+    as_bytes = Dataset.from_list([{**row, "image": Path(path).read_bytes()} for row, path in zip(rows, paths)])
+    structs = Dataset.from_list([{**row, "image": {"bytes": Path(path).read_bytes(), "path": None}} for row, path in zip(rows, paths)])
+    return {"paths": with_paths, "bytes": as_bytes, "decoded": with_paths.cast_column("image", ImageFeature()),
+            "structs": structs}  # fmt: skip
+
+
+def test_an_image_column_may_hold_paths_bytes_or_images(tasks_dir):
+    pictures = None
+    for form, dataset in image_forms(tasks_dir).items():
+        prepared = prepare_split(dataset, "retrieval", "train")
+        arrays = [np.asarray(image) for image in prepared["image"]]
+        pictures = pictures or arrays
+        for got, expected in zip(arrays, pictures):
+            np.testing.assert_array_equal(got, expected, err_msg=form)
+    from datasets import Dataset
+
+    with pytest.raises(TaskDataError, match="must hold images, image file paths or image bytes"):
+        prepare_split(Dataset.from_list([{"image": 3, "boxes": [[0, 0, 1, 1]], "text": "x"}]), "retrieval", "train")
+
+
+def test_relative_image_paths_start_at_the_data_files_folder(tasks_dir):
+    from datasets import Dataset
+
+    rows = read_jsonl(tasks_dir / "vqa" / "train.jsonl")
+    prepared = prepare_split(Dataset.from_list(rows), "vqa", "train", tasks_dir / "vqa")
+    assert prepared[0]["image"].size == (56, 56)
+    with pytest.raises(TaskDataError, match=r"image file\(s\) of column 'image' are missing"):
+        prepare_split(Dataset.from_list(rows), "vqa", "train", tasks_dir)
+
+
+def test_split_checks_name_missing_columns_and_bad_boxes(tasks_dir):
+    from datasets import Dataset
+
+    rows = [{**r, "image": str(tasks_dir / "vqa" / r["image"])} for r in read_jsonl(tasks_dir / "vqa" / "train.jsonl")]
+    with pytest.raises(TaskDataError, match=r"The train split lacks the column\(s\) \['scores'\]"):
+        prepare_split(Dataset.from_list([{k: v for k, v in r.items() if k != "scores"} for r in rows]), "vqa", "train")
+    bad_box = [{**r, "boxes": [[0.5, 0.0, 0.2, 1.0]]} if i == 3 else r for i, r in enumerate(rows)]
+    with pytest.raises(TaskDataError, match="The test split, row 3, column 'boxes': a box has x2 <= x1"):
+        prepare_split(Dataset.from_list(bad_box), "vqa", "test")
+    outside = [{**r, "boxes": [[0.0, 0.0, 1.5, 1.0]]} for r in rows]
+    with pytest.raises(TaskDataError, match="normalised"):
+        prepare_split(Dataset.from_list(outside), "vqa", "train")
+    as_csv_text = Dataset.from_list([{**r, **{c: json.dumps(r[c]) for c in ("boxes", "answers", "scores", "objects")}} for r in rows])
+    assert prepare_split(as_csv_text, "vqa", "train")["boxes"] == [r["boxes"] for r in rows]
     with pytest.raises(TaskDataError, match="Unknown task"):
-        load_task_split(tasks_dir, task="detection")
+        prepare_split(Dataset.from_list(rows), "detection", "train")
 
 
 def test_retrieval_references_group_scenes_with_the_same_objects(tasks_dir):
-    dataset = load_task_split(tasks_dir, task="retrieval", split="train")
+    dataset = load_split(tasks_dir, "retrieval", "train")
     references = retrieval_references(dataset)
     for index, correct in enumerate(references):
         assert index in correct
         for other in range(len(dataset)):
             same = Counter(dataset[other]["objects"]) == Counter(dataset[index]["objects"])
             assert (other in correct) == same
+    by_image = retrieval_references(dataset.remove_columns("objects"))
+    assert all(correct == [index] for index, correct in enumerate(by_image))  # every scene is its own image
 
 
 # ---------------------------------------------------------------------------------------------- region features
@@ -371,8 +401,9 @@ class PixelStatistics:
 
     backbone_id, feature_dim = "efficientnet-lite0", 3
 
-    def __init__(self):
+    def __init__(self, image_size: int = 112):
         self.encoded = 0
+        self.preprocessing = {"image_size": image_size}
 
     def encode_crops(self, crops):
         self.encoded += len(crops)
@@ -380,30 +411,28 @@ class PixelStatistics:
         return np.array([[a.mean(), a.std(), a[14, 14, 0]] for a in arrays], dtype=np.float32)
 
 
-def test_feature_cache_computes_each_distinct_crop_once_and_survives_a_move(tasks_dir, fashion, tmp_path):
+def test_region_features_are_each_regions_crop_cached_by_fingerprint_outside_the_data(tasks_dir, fashion, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(tasks_dir, root)
-    vqa = load_task_split(root, task="vqa", split="train")
-    reasoning = load_task_split(root, task="reasoning", split="train")
+    before = sorted(p for p in root.rglob("*"))
+    vqa = load_split(root, "vqa", "train")
     extractor = PixelStatistics()
-    cache = cache_region_features([vqa, reasoning], root, extractor=extractor, progress=False)
-    scenes = scenes_by_id(root)
-    train_sources = {s for scene in scenes.values() if scene["scene_id"].startswith("train") for s in scene["sources"]}
-    assert extractor.encoded == len(train_sources) == cache.features.shape[0]  # one crop per distinct source image
-    assert len(cache) == sum(len(s["boxes"]) for s in scenes.values() if s["scene_id"].startswith("train"))
-    again = cache_region_features(vqa, root, extractor=extractor, progress=False)
-    assert extractor.encoded == len(train_sources) and len(again) == len(cache)  # nothing recomputed
-
-    moved = tmp_path / "moved"
-    root.rename(moved)
-    cache = RegionFeatureCache.open(region_cache_path(moved, "efficientnet-lite0", 112))
-    row = load_task_split(moved, task="vqa", split="train")[4]
-    scene = scenes[row["scene_id"]]
+    with_features = add_region_features(vqa, extractor, tmp_path / "cache")
+    regions = sum(len(boxes) for boxes in vqa["boxes"])
+    assert extractor.encoded == regions
+    row = with_features[4]
+    scene = scenes_by_id(root)[row["scene_id"]]
     images = fashion["train"][0]
     expected = PixelStatistics().encode_crops([np.repeat(images[s][..., None], 3, axis=2) for s in scene["sources"]])
-    np.testing.assert_array_equal(cache.features_for(row["image"], row["boxes"]), expected)
-    with pytest.raises(KeyError, match="not in"):
-        cache.features_for(load_task_split(moved, task="vqa", split="test")[0]["image"], [[0, 0, 0.5, 0.5]])
+    np.testing.assert_allclose(np.asarray(row["features"]), expected, rtol=1e-6)
+    assert isinstance(row["image"], dict)  # kept undecoded: the collators read the features
+    again = add_region_features(load_split(root, "vqa", "train"), extractor, tmp_path / "cache")
+    assert extractor.encoded == regions and again["features"] == with_features["features"]  # from the cache
+    add_region_features(vqa, PixelStatistics(image_size=224), tmp_path / "cache")  # other preprocessing: computed
+    assert len(list((tmp_path / "cache" / "vlmixer_region_features").glob("*.arrow"))) == 2
+    assert sorted(p for p in root.rglob("*")) == before  # nothing written beside the data
+    given = with_features.remove_columns("image")
+    assert add_region_features(given, extractor, tmp_path / "cache") is given or extractor.encoded == regions
 
 
 def test_processor_inputs_for_one_and_two_image_rows(tasks_dir, tmp_path, minilm_path):
@@ -412,15 +441,12 @@ def test_processor_inputs_for_one_and_two_image_rows(tasks_dir, tmp_path, minilm
     from vlmixer.processing import VLMixerProcessor
     from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 
-    root = tmp_path / "copy"
-    shutil.copytree(tasks_dir, root)
-    reasoning = load_task_split(root, task="reasoning", split="validation")
-    classification = load_task_split(root, task="classification", split="validation")
-    cache = cache_region_features([reasoning, classification], root, extractor=PixelStatistics(), progress=False)
-    pair = processor_inputs(reasoning[0], cache)
+    reasoning = add_region_features(load_split(tasks_dir, "reasoning", "validation"), PixelStatistics(), tmp_path)
+    classification = add_region_features(load_split(tasks_dir, "classification", "validation"), PixelStatistics(), tmp_path)
+    pair = processor_inputs(reasoning[0])
     assert pair["text"] == [reasoning[0]["text"]] * 2
     assert [f.shape for f in pair["region_features"]] == [(len(reasoning[0]["boxes_left"]), 3), (len(reasoning[0]["boxes_right"]), 3)]
-    single = processor_inputs(classification[1], cache)
+    single = processor_inputs(classification[1])
     processor = VLMixerProcessor(AutoTokenizer.from_pretrained(minilm_path), efficientnet_image_processor(64))
     encoded = processor(**single, return_tensors="np")
     regions = len(classification[1]["boxes"])
@@ -429,20 +455,19 @@ def test_processor_inputs_for_one_and_two_image_rows(tasks_dir, tmp_path, minilm
     assert (encoded["input_ids"][0] == processor.image_token_id).sum() == regions
     assert processor(**pair, return_tensors="np")["input_ids"].shape[0] == 2
     with pytest.raises(TaskDataError, match="no 'text'"):
-        processor_inputs({"image": classification[1]["image"], "boxes": classification[1]["boxes"]}, cache)
+        processor_inputs({"features": single["region_features"][0], "boxes": classification[1]["boxes"]})
+    with pytest.raises(TaskDataError, match="no region features"):
+        processor_inputs({"text": "x", "boxes": classification[1]["boxes"]})
 
 
 def test_real_backbone_features_of_a_scene_region_are_those_of_its_fashion_mnist_image(tasks_dir, fashion, tmp_path):
     from vlmixer.processing.features import RegionFeatureExtractor
 
-    root = tmp_path / "copy"
-    shutil.copytree(tasks_dir, root)
-    scenes = load_task_split(root / "scenes", split="validation")
     extractor = RegionFeatureExtractor("efficientnet-lite0", image_size=112)
-    cache = cache_region_features(scenes, root, extractor=extractor, progress=False)
-    scene = scenes[0]
+    scenes = add_region_features(load_split(tasks_dir, "retrieval", "validation").select(range(1)), extractor, tmp_path)
+    scene = scenes_by_id(tasks_dir)[scenes[0]["scene_id"]]
     direct = extractor.encode_crops([fashion["train"][0][s] for s in scene["sources"]])
-    np.testing.assert_allclose(cache.features_for(scene["image"], scene["boxes"]), direct, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(scenes[0]["features"]), direct, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- the script
@@ -463,19 +488,20 @@ def test_make_tasks_writes_the_folder_and_reports_json_last(tmp_path, capsys):
     assert json.loads(last_line) == figures == json.loads((tmp_path / "figures.json").read_text())
     assert figures["rows"]["vqa"] == {"train": 18, "validation": 12, "test": 12}
     assert figures["reasoning_labels_train"] == {"false": 3, "true": 3}
-    assert load_task_split(tmp_path / "tasks", task="captioning", split="test").num_rows == 4
+    assert load_split(tmp_path / "tasks", "captioning", "test").num_rows == 4
     with pytest.raises(SystemExit, match="--overwrite"):
         make_tasks.main(arguments)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.json", "tasks"]  # no staging folder left
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != "hf-cache")  # hf-cache: load_split's
+    assert left == ["figures.json", "tasks"]  # no staging folder left
 
 
 def test_zero_shot_script_shares_the_scene_code_without_importing_the_package():
-    """Importing `processing` would register the local model classes, and evaluate_zero_shot.py --trust_remote_code
+    """Importing `vlmixer.processing` would register the local model classes, and evaluate_zero_shot.py --trust_remote_code
     would then load those instead of the saved folder's code."""
     import subprocess
 
-    code = ("from vlmixer.scripts import evaluate_zero_shot as e; "
-            "print([m for m in sys.modules if m.split('.')[0] in ('processing', 'modeling_vlmixer')]); "
+    code = ("import sys; from vlmixer.scripts import evaluate_zero_shot as e; "
+            "print([m for m in sys.modules if m.startswith(('vlmixer.processing', 'vlmixer.modeling_vlmixer'))]); "
             "print(e.make_scenes(__import__('numpy').arange(10), 1, seed=0)[0]['caption'])")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                             check=False)  # fmt: skip
