@@ -16,7 +16,7 @@ of gallery.json commits the save; whatever kills it, the folder holds the old ga
 checks the sha256 (`PatchGallery.load(verify=...)`: by default for files up to 256 MiB, always with verify=True), so
 a flipped bit is refused rather than trained on.
 
-Self-contained (stdlib, numpy, torch) so that it can ship as Hub remote code.
+Self-contained (stdlib, numpy, torch, safetensors) so that it can ship as Hub remote code.
 """
 
 import contextlib
@@ -31,6 +31,7 @@ import uuid
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 
 
 try:
@@ -56,7 +57,6 @@ STORED_DTYPES = {
 # Widest items first, so that every tensor starts aligned to its item size (the header is padded to 8 bytes).
 TENSOR_ORDER = ("concept_offsets", "image_ids", "boxes", "scores", "features", "thumbnails")
 REQUIRED_TENSORS = TENSOR_ORDER[:-1]
-MAX_HEADER_BYTES = 100_000_000  # the limit safetensors itself enforces
 VERIFY_LIMIT_BYTES = 256 * 2**20  # `load` checks the sha256 of galleries up to this size unless told otherwise
 VERIFY_CHUNK_ROWS = 65_536
 SAVE_ID = re.compile(r"[0-9a-f]{32}")
@@ -153,6 +153,9 @@ def write_safetensors(handle, tensors: dict[str, list[np.ndarray]], metadata: di
     Writes `tensors` in the safetensors layout, each given as row chunks written one after the other, so that a
     builder's many small adds are never concatenated in memory.
     """
+    # Not safetensors.numpy.save_file: it takes each tensor as one array, so a builder's chunks would first be
+    # concatenated, a second copy of the whole gallery (200k x 512 float16 rows: peak 784 MiB instead of 583 MiB, and
+    # 2.05 s instead of 0.62 s); writing through a handle also lets the sha256 be taken while writing.
     header, end = {"__metadata__": metadata}, 0
     for name, chunks in tensors.items():
         dtype, row_shape = chunks[0].dtype, chunks[0].shape[1:]
@@ -303,68 +306,47 @@ def write_gallery(directory, config: dict, tensors: dict[str, list[np.ndarray]])
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def read_safetensors_header(path: str, handle=None) -> tuple[dict, int]:
-    """(header, offset of the data) of a safetensors file (read from `handle` when given), refusing a truncated or
-    unreadable header."""
-    if handle is None:
-        with open(path, "rb") as handle:
-            return read_safetensors_header(path, handle)
-    file_size = os.fstat(handle.fileno()).st_size
-    handle.seek(0)
-    prefix = handle.read(8)
-    if len(prefix) < 8:
-        raise GalleryError(f"{path} is truncated: it has no safetensors header.")
-    (header_size,) = struct.unpack("<Q", prefix)
-    if header_size > min(file_size - 8, MAX_HEADER_BYTES):
-        raise GalleryError(
-            f"{path} is truncated or corrupt: its header claims {header_size} bytes, the file has {file_size}."
-        )
-    raw = handle.read(header_size)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise GalleryError(f"{path} is corrupt: unreadable safetensors header ({error}).") from error
-    if not isinstance(header, dict):
-        raise GalleryError(f"{path} is corrupt: its safetensors header is not a JSON object.")
-    return header, 8 + header_size
-
-
-def tensor_layout(path: str, name: str, entry) -> tuple[np.dtype, tuple[int, ...], int, int]:
-    """(dtype, shape, start, end) of one header entry, checked for self-consistency."""
-    try:
-        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
-        shape = tuple(int(size) for size in entry["shape"])
-        start, end = (int(offset) for offset in entry["data_offsets"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise GalleryError(f"{path} is corrupt or unsupported: tensor {name!r} has header entry {entry!r}.") from error
-    if min(shape, default=0) < 0 or not 0 <= start <= end or end - start != math.prod(shape) * dtype.itemsize:
-        raise GalleryError(f"{path} is corrupt: tensor {name!r} of shape {shape} spans bytes {start}:{end}.")
-    return dtype, shape, start, end
-
-
-def memory_map_safetensors(path: str, handle=None) -> tuple[dict[str, np.ndarray], dict]:
+def tensor_layout(path: str) -> tuple[list[tuple[str, np.dtype, tuple[int, ...]]], dict]:
     """
-    Every tensor of a safetensors file as a read-only numpy memmap (no data is read), and the file's metadata. Given
-    an open `handle`, every map is of that very file, even if another file is renamed onto `path` meanwhile.
+    ([(name, dtype, shape)] in the order of their bytes, metadata) of a safetensors file, as safetensors' own parser
+    reads and checks it (header, dtypes, shapes and offsets that cover the data exactly); a truncated or corrupt file
+    is refused in one line.
     """
-    if handle is None:
-        with open(path, "rb") as handle:
-            return memory_map_safetensors(path, handle)
-    header, data_start = read_safetensors_header(path, handle)
-    metadata = header.pop("__metadata__", None) or {}
-    layouts = {name: tensor_layout(path, name, entry) for name, entry in header.items()}
-    data_size = os.fstat(handle.fileno()).st_size - data_start
-    data_end = max((end for *_, end in layouts.values()), default=0)
-    if data_end > data_size:
-        raise GalleryError(f"{path} is truncated: its tensors need {data_end} bytes of data, it has {data_size}.")
-    if data_end < data_size:
-        raise GalleryError(f"{path} is corrupt: {data_size - data_end} bytes follow its last tensor.")
+    try:
+        with safe_open(path, framework="numpy") as weights:
+            metadata = weights.metadata() or {}
+            entries = [(name, weights.get_slice(name)) for name in weights.offset_keys()]
+            layout = [(name, entry.get_dtype(), tuple(entry.get_shape())) for name, entry in entries]
+    except SafetensorError as error:
+        raise GalleryError(f"{path} is truncated or corrupt: {error}.") from None
+    for name, dtype, _ in layout:
+        if dtype not in SAFETENSORS_DTYPES:
+            raise GalleryError(f"{path} is unsupported: tensor {name!r} is {dtype}, not one of {list(SAFETENSORS_DTYPES)}.")
+    return [(name, SAFETENSORS_DTYPES[dtype], shape) for name, dtype, shape in layout], metadata
+
+
+def memory_map_safetensors(path: str, handle) -> tuple[dict[str, np.ndarray], dict] | None:
+    """
+    Every tensor of the safetensors file open as `handle` as a read-only numpy memmap (no row is read), and the
+    file's metadata. safetensors' numpy tensors are copies in memory, so its parser only lays the file out
+    (`tensor_layout`): the tensors lie back to back up to the end of the file. None when another file was renamed
+    onto `path` after `handle` was opened (the layout read would not be the handle's).
+    """
+    layout, metadata = tensor_layout(path)
+    try:
+        if not os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+            return None
+    except FileNotFoundError:
+        return None
+    sizes = [math.prod(shape) * dtype.itemsize for _, dtype, shape in layout]
+    start = os.fstat(handle.fileno()).st_size - sum(sizes)
     tensors = {}
-    for name, (dtype, shape, start, end) in layouts.items():
-        if end == start:  # mmap cannot map zero bytes
+    for (name, dtype, shape), size in zip(layout, sizes):
+        if size == 0:  # mmap cannot map zero bytes
             tensors[name] = np.zeros(shape, dtype=dtype)
         else:
-            tensors[name] = np.memmap(handle, dtype=dtype, mode="r", offset=data_start + start, shape=shape)
+            tensors[name] = np.memmap(handle, dtype=dtype, mode="r", offset=start, shape=shape)
+        start += size
     return tensors, metadata
 
 
@@ -388,7 +370,10 @@ def open_committed_weights(directory: str, config: dict, verify: bool | None) ->
         except FileNotFoundError:
             continue
         with handle:  # the maps keep the file open
-            tensors, metadata = memory_map_safetensors(path, handle)
+            mapped = memory_map_safetensors(path, handle)
+            if mapped is None:
+                return None
+            tensors, metadata = mapped
             if "save_id" not in config or metadata.get("save_id") == save_id:
                 check_weights_match_config(directory, config, tensors, metadata)
                 if verify or (verify is None and os.fstat(handle.fileno()).st_size <= VERIFY_LIMIT_BYTES):
