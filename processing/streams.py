@@ -102,6 +102,11 @@ class GalleryRows:
         }
 
 
+# Ours, not datasets' interleave_datasets(probabilities=...) + IterableDataset.state_dict() nor torchdata's
+# StatefulDataLoader (0.11.0 installs beside torch 2.13): interleave_datasets picks the stream per example (one batch of
+# 8 mixed text and tag rows, "ssttssss"), where a step trains one stream, and split_dataset_by_node gives 2 processes
+# other global batches than 1 process sees (their first 16 rows differ), which breaks 1-vs-N equality; and batch i of
+# a map-style BatchStream is a pure function of i (`batch_at`), so workers and a resumed run need no iterator state.
 class BatchStream:
     """
     Endless seeded batches of `batch_size` rows per process from a map-style corpus (reshuffled each epoch) or an
