@@ -108,7 +108,8 @@ def new_default(name: str, value, base: type = TrainingArguments):
 class FinetuningTrainingArguments(TrainingArguments):
     """
     The full `TrainingArguments`, with defaults for data never seen before: evaluation and a checkpoint every epoch,
-    the best checkpoint by the task's metric reloaded at the end, the train, validation and test splits all used. Two
+    the best checkpoint by the task's metric reloaded at the end, the train, validation and test splits all used, the
+    CPU when there is no accelerator. Two
     settings are refused, each in one line: `remove_unused_columns` (the collators read the rows' own columns), and
     a `hub_strategy` other than "end" (it uploads checkpoints with the pickled training_args.bin).
     """
@@ -134,6 +135,9 @@ class FinetuningTrainingArguments(TrainingArguments):
     seed: int = new_default("seed", 0)
     remove_unused_columns: bool = new_default("remove_unused_columns", False)
     hub_strategy: HubStrategy | str = new_default("hub_strategy", "end")
+    # on a machine without an accelerator, say so: accelerate then joins several CPU processes (torchrun) into one
+    # gloo group; left False, each process would train alone
+    use_cpu: bool = new_default("use_cpu", not torch.accelerator.is_available())
 
     def __post_init__(self):
         if self.remove_unused_columns:
