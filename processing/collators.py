@@ -47,6 +47,12 @@ def stack_rows(encoded: list[dict], pad_values: dict[str, int]) -> dict[str, tor
     return batch
 
 
+# Ours, not transformers' DataCollatorForLanguageModeling / DataCollatorForWholeWordMask: they accept a
+# special_tokens_mask, but draw every mask from one generator over the padded batch, so the masks change with padding
+# and with how a global batch is split between processes (ours draws each row from a generator keyed by its (epoch,
+# batch, row), over its unpadded length: the same masks on 1 or N processes); their random replacement can draw the
+# image placeholder token, a visual slot without a feature (ours turns it into [MASK]); and they cannot promise one
+# masked token per row (at_least_one). Whole-word masking would also change BERT's token-level objective.
 def mask_tokens(
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
