@@ -109,9 +109,9 @@ class FinetuningTrainingArguments(TrainingArguments):
     """
     The full `TrainingArguments`, with defaults for data never seen before: evaluation and a checkpoint every epoch,
     the best checkpoint by the task's metric reloaded at the end, the train, validation and test splits all used, the
-    CPU when there is no accelerator. Two
-    settings are refused, each in one line: `remove_unused_columns` (the collators read the rows' own columns), and
-    a `hub_strategy` other than "end" (it uploads checkpoints with the pickled training_args.bin).
+    CPU when there is no accelerator. Refused, each in one line: `remove_unused_columns` (the collators read the rows'
+    own columns), a `hub_strategy` other than "end" (it uploads checkpoints with the pickled training_args.bin) and
+    `fsdp` in a single process; `TrainingArguments`' own checks end the same way (scripts' `parse_arguments`).
     """
 
     task_metric: ClassVar[str] = "loss"  # a script's metric_for_best_model unless the user names one
@@ -149,6 +149,8 @@ class FinetuningTrainingArguments(TrainingArguments):
         if self.metric_for_best_model is None and self.load_best_model_at_end:
             self.metric_for_best_model = self.default_metric()
         super().__post_init__()
+        if self.fsdp and self.world_size == 1:  # what Trainer would raise later, with a traceback
+            raise ValueError("--fsdp shards the model across processes: launch with torchrun or accelerate launch.")
 
     def default_metric(self) -> str:
         return self.task_metric

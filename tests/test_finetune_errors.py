@@ -63,6 +63,7 @@ def test_options_out_of_range_are_one_line_errors(tmp_path, capsys, task, option
         ("classification", ["--predict_with_generate"], "--predict_with_generate"),  # captioning's alone
         ("retrieval", ["--eval_strategy", "steps"], "requires the save and eval strategy to match"),  # TrainingArguments'
         ("reasoning", ["--eval_strategy", "sometimes"], "sometimes"),
+        ("vqa", ["--fsdp", "full_shard"], "--fsdp shards the model across processes: launch with torchrun"),
     ],
 )
 def test_refused_training_arguments_are_one_line_errors(tmp_path, capsys, task, argv, message):
