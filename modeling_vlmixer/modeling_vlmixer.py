@@ -8,6 +8,7 @@ The transformer layers are BERT's own (`transformers.models.bert`), so a VLMixer
 computes exactly what that BERT computes on text without visual tokens.
 """
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -1284,14 +1285,31 @@ def classifier_dropout(config: VLMixerConfig) -> nn.Dropout:
     )
 
 
-def pooled_classifier(input_size: int, num_labels: int, layer_norm_eps: float) -> nn.Sequential:
-    """ViLT's answer classifier: (..., input_size) -> Linear(2x), LayerNorm, GELU, Linear -> (..., num_labels)."""
+def pooled_classifier(input_size: int, hidden_size: int, num_labels: int, layer_norm_eps: float) -> nn.Sequential:
+    """ViLT's classifier: (..., input_size) -> Linear, LayerNorm, GELU (hidden_size), Linear -> (..., num_labels)."""
     return nn.Sequential(
-        nn.Linear(input_size, input_size * 2),
-        nn.LayerNorm(input_size * 2, eps=layer_norm_eps),
+        nn.Linear(input_size, hidden_size),
+        nn.LayerNorm(hidden_size, eps=layer_norm_eps),
         nn.GELU(),
-        nn.Linear(input_size * 2, num_labels),
+        nn.Linear(hidden_size, num_labels),
     )
+
+
+def pair_features(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """
+    (B, H) pooled states of the two images -> (B, 4H): both, their product and their absolute difference.
+
+    Statements about two scenes are mostly comparisons ("only one contains a bag", "the same number of shoes"):
+    XOR-like in the two states, which a classifier of their concatenation alone (ViLT's) must build in its hidden
+    layer from a gradient that is zero at the start; it stayed at chance on such a problem (tests/test_heads_learn.py).
+    The product and the difference make agreement between the two states linear, as in InferSent's pair features.
+    """
+    return torch.cat([first, second, first * second, (first - second).abs()], dim=-1)
+
+
+def one_answer_prior_logit(num_labels: int) -> float:
+    """The logit whose sigmoid is 1 / num_labels: the score of each answer when one answer of all is right."""
+    return -math.log(max(num_labels - 1, 1))
 
 
 def _check_labels_shape(labels: torch.Tensor, shape: tuple, what: str) -> None:
@@ -1431,8 +1449,18 @@ class VLMixerForQuestionAnswering(VLMixerPreTrainedModel):
         self.num_labels = config.num_labels
         self.vlmixer = VLMixerModel(config)
         self.dropout = classifier_dropout(config)
-        self.classifier = pooled_classifier(config.hidden_size, config.num_labels, config.layer_norm_eps)
+        self.classifier = pooled_classifier(
+            config.hidden_size, 2 * config.hidden_size, config.num_labels, config.layer_norm_eps
+        )
         self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is self.classifier[-1]:
+            # Every answer starts at the score of one answer in num_labels, not 0.5 (RetinaNet's prior). From a zero
+            # bias, the binary cross-entropy (starting at num_labels * ln 2) first spends its steps pushing every
+            # logit down together, and a short fine-tuning ends in that phase, one answer for every question.
+            init.constant_(module.bias, one_answer_prior_logit(self.config.num_labels))
 
     @can_return_tuple
     def forward(
@@ -1481,8 +1509,8 @@ class VLMixerForQuestionAnswering(VLMixerPreTrainedModel):
 class VLMixerForVisualReasoning(VLMixerPreTrainedModel):
     r"""
     Visual reasoning over two images (NLVR2): the statement is encoded with each image as `[CLS] statement [SEP]
-    regions [SEP]`, the two pooled [CLS] states are concatenated (image 1 first) and classified (`config.num_labels`,
-    2 for true / false) by ViLT's classifier.
+    regions [SEP]`; the two pooled [CLS] states (image 1 first), their product and their absolute difference
+    (`pair_features`) are classified (`config.num_labels`, 2 for true / false) by ViLT's classifier.
 
     Inputs stack the two pairs of an example in a dimension of size 2 after the batch: `input_ids (batch_size, 2,
     length)`, and `visual_features (N, D)` hold the regions in the order of `input_ids.view(2 * batch_size, length)`
@@ -1503,7 +1531,7 @@ class VLMixerForVisualReasoning(VLMixerPreTrainedModel):
         self.vlmixer = VLMixerModel(config)
         self.dropout = classifier_dropout(config)
         self.classifier = pooled_classifier(
-            config.hidden_size * self.num_images, config.num_labels, config.layer_norm_eps
+            4 * config.hidden_size, self.num_images * config.hidden_size, config.num_labels, config.layer_norm_eps
         )
         self.post_init()
 
@@ -1555,8 +1583,8 @@ class VLMixerForVisualReasoning(VLMixerPreTrainedModel):
             return_dict=True,
             **kwargs,
         )
-        pooled = outputs.pooler_output.reshape(batch_size, self.num_images * self.config.hidden_size)
-        logits = self.classifier(self.dropout(pooled))
+        pooled = outputs.pooler_output.reshape(batch_size, self.num_images, self.config.hidden_size)
+        logits = self.classifier(self.dropout(pair_features(pooled[:, 0], pooled[:, 1])))
         loss = None
         if labels is not None:
             _check_labels_shape(labels, (batch_size,), "a class id per example")

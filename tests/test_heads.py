@@ -100,7 +100,7 @@ def test_sequence_classification_losses_follow_bert(problem):
     assert model.config.problem_type == expected_type
 
 
-def test_visual_reasoning_concatenates_the_two_pooled_pairs():
+def test_visual_reasoning_classifies_both_pooled_pairs_their_product_and_difference():
     model = make(VLMixerForVisualReasoning, num_labels=2)
     batch = nlvr_batch(model.config)
     labels = torch.tensor([1, 0])
@@ -114,7 +114,9 @@ def test_visual_reasoning_concatenates_the_two_pooled_pairs():
                       visual_features=batch["visual_features"][starts[i] : starts[i + 1]]).pooler_output[0]
         for i in range(4)
     ]  # fmt: skip
-    by_hand = model.classifier(torch.stack([torch.cat(pooled[0:2]), torch.cat(pooled[2:4])]))
+    pairs = [torch.cat([first, second, first * second, (first - second).abs()])
+             for first, second in (pooled[0:2], pooled[2:4])]  # fmt: skip
+    by_hand = model.classifier(torch.stack(pairs))
     torch.testing.assert_close(outputs.logits, by_hand, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outputs.loss, F.cross_entropy(by_hand, labels), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match=r"\(batch_size, 2, length\)"):
