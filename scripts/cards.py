@@ -69,12 +69,14 @@ def zero_shot_eval_results(record: dict) -> list[EvalResult]:
 
 
 def trainer_eval_results(metrics: dict, task_type: str, dataset_type: str, dataset_name: str,
-                         split: str = "test") -> list[EvalResult]:
+                         split: str = "test", prefix: str | None = None,
+                         dataset_config: str | None = None) -> list[EvalResult]:  # fmt: skip
     """The `model-index` entries of a Trainer's metrics ({"test_accuracy": 0.67, "test_runtime": 3.1, ...}): every
-    number but the Trainer's bookkeeping, named without its split prefix."""
-    prefix = f"{split}_"
+    number but the Trainer's bookkeeping, named without its prefix (default: the split's name and "_")."""
+    prefix = f"{split}_" if prefix is None else prefix
     return [EvalResult(task_type=task_type, dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=split,
-                       metric_type=name.removeprefix(prefix), metric_name=name.removeprefix(prefix), metric_value=value)
+                       dataset_config=dataset_config, metric_type=name.removeprefix(prefix),
+                       metric_name=name.removeprefix(prefix), metric_value=value)
             for name, value in sorted(metrics.items())
             if isinstance(value, (int, float)) and not name.removeprefix(prefix).endswith(TRAINER_BOOKKEEPING)]  # fmt: skip
 

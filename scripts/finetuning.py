@@ -31,6 +31,8 @@ from vlmixer.processing.features import RegionFeatureExtractor
 from vlmixer.processing.tasks import TaskDataError, add_region_features, encode_labels, label_names, prepare_split
 
 from vlmixer.scripts.atomic import atomic_write_text
+from vlmixer.scripts.cards import add_model_index, trainer_eval_results
+from vlmixer.scripts.distributed import end_process_group
 from vlmixer.scripts.figures import report
 from vlmixer.scripts.inputs import (
     FINITE_POSITIVE,
@@ -423,7 +425,6 @@ def load_processor(model_args: ModelArguments) -> VLMixerProcessor:
 # knows text and audio task tags and a few metric names, so its model-index would stay empty for these tasks).
 CARD_TASKS = {"retrieval": "image-text-retrieval", "vqa": "visual-question-answering", "reasoning": "visual-reasoning",
               "classification": "image-text-classification", "captioning": "image-to-text"}  # fmt: skip
-NOT_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")
 
 
 class TaskTrainerMixin:
@@ -448,24 +449,15 @@ class TaskTrainerMixin:
             pickled.unlink()
 
     def create_model_card(self, **kwargs) -> None:
-        from huggingface_hub import EvalResult, ModelCard
-
         super().create_model_card(**kwargs)
         if not self.is_world_process_zero() or self.card_results is None:
             return
         split, metrics = self.card_results
-        path = Path(self.args.output_dir) / "README.md"
-        card = ModelCard.load(path)
         dataset = kwargs.get("dataset") or "local"
-        card.data.model_name = card.data.model_name or Path(self.args.output_dir).name
-        card.data.eval_results = [
-            EvalResult(task_type=CARD_TASKS[self.task], dataset_type=dataset, dataset_name=dataset,
-                       dataset_config=kwargs.get("dataset_args"), dataset_split=split,
-                       metric_type=name.split("_", 1)[1], metric_value=value)
-            for name, value in metrics.items()
-            if isinstance(value, int | float) and not name.endswith(NOT_METRICS)
-        ]  # fmt: skip
-        card.save(path)
+        results = trainer_eval_results(metrics, CARD_TASKS[self.task], dataset, dataset, split,
+                                       prefix="eval_" if split == "validation" else "test_",
+                                       dataset_config=kwargs.get("dataset_args"))  # fmt: skip
+        add_model_index(Path(self.args.output_dir), results)
 
 
 class TaskTrainer(TaskTrainerMixin, Trainer):
@@ -605,7 +597,16 @@ def run(task: str, trainer: TaskTrainerMixin, data: TaskData, model_args: ModelA
         "output_dir": os.path.abspath(args.output_dir),
         **(extra or {}),
     }
-    return report(figures, data_args.output) if trainer.is_world_process_zero() else figures
+    main_process = trainer.is_world_process_zero()
+    release_model(trainer)
+    end_process_group()
+    return report(figures, data_args.output) if main_process else figures
+
+
+def release_model(trainer: Trainer) -> None:
+    """Lets go of the DDP-wrapped model that Accelerate and the Trainer hold, so that the process group can end."""
+    trainer.accelerator.free_memory()
+    trainer.model_wrapped = trainer.model
 
 
 __all__ = [

@@ -65,6 +65,7 @@ from vlmixer.processing.streams import (
 
 from vlmixer.scripts import checkpointing
 from vlmixer.scripts.atomic import atomic_path
+from vlmixer.scripts.distributed import end_process_group
 from vlmixer.scripts.checkpointing import atomic_write_text, checkpoint_step, load_training_state, replace_directory, require_supported
 from vlmixer.scripts.figures import report
 from vlmixer.scripts.inputs import (
@@ -675,16 +676,6 @@ def train(args) -> dict | None:
         tracker.finish()
     accelerator.free_memory()
     return figures if main_process else None
-
-
-def end_process_group() -> None:
-    """Once the DDP model is gone: all processes meet, then the process group is destroyed (a no-op on one process)."""
-    import gc
-
-    gc.collect()
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def loss_figures(metrics_csv: Path) -> dict:

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 from vlmixer.modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
 from vlmixer.processing import ConceptVocabulary, DataCollatorForCMC, PatchGalleryBuilder, VLMixerProcessor
 from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
-from vlmixer.scripts.pretrain import end_process_group
+from vlmixer.scripts.distributed import end_process_group
 
 SENTENCES = [
     "A white t-shirt and blue jeans.", "She wore a red dress.", "Two bags and a coat.", "Sneakers under the bed.",
