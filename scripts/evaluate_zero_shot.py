@@ -66,12 +66,15 @@ CONCEPTS = repository_module("processing/concepts.py", "vlmixer_concepts")
 SOURCES = repository_module("processing/sources.py", "vlmixer_sources")
 CLASS_NAMES, make_scenes, scene_caption = SCENES.CLASS_NAMES, SCENES.make_scenes, SCENES.scene_caption
 recall_at = repository_module("processing/metrics/recall_at_k/recall_at_k.py", "vlmixer_recall_at_k").recall_at_k
+# the prompt a checkpoint records is read as its zero-shot pipeline reads it (the pipeline's default prompt)
+PIPELINES = repository_module("modeling_vlmixer/pipeline_vlmixer.py", "vlmixer_pipelines")
+recorded_prompt = PIPELINES.recorded_prompt
 # Prompts for classification, none of them in the training corpus; which one works best depends on the model, so by
 # default it is chosen on held-out training images (--validation_per_class), as CLIP chose its prompts.
 PROMPT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "this is a {}.", "an image of a {}.",
                     "a close-up photo of a {}.", "a {}.")  # fmt: skip
 # The record of an evaluation that travels with the checkpoint (the app and the tests read its prompt).
-EVAL_RESULTS_NAME = "eval_results.json"
+EVAL_RESULTS_NAME = PIPELINES.EVAL_RESULTS_NAME
 RECORDED_FIGURES = ("test_images", "prompt", "prompt_selection", "zero_shot_top1", "chance", "per_class_top1",
                     "linear_probe_top1", "retrieval")  # fmt: skip
 # Held-out training images' features, next to a gallery (build_gallery.py): the prompt is chosen on them.
@@ -314,24 +317,6 @@ def write_eval_results(folder: Path, figures: dict) -> None:
     """Records the zero-shot figures, with the prompt chosen for this checkpoint, in its folder (whole or not at all)."""
     record = json.dumps({key: figures[key] for key in RECORDED_FIGURES}, indent=2) + "\n"
     atomic_write_text(Path(folder) / EVAL_RESULTS_NAME, record)
-
-
-def recorded_prompt(model: str) -> str:
-    """The prompt recorded with a checkpoint (a folder or a Hub id) by write_eval_results, else PROMPT_TEMPLATES[0]."""
-    from transformers.utils import cached_file
-
-    path = cached_file(model, EVAL_RESULTS_NAME, _raise_exceptions_for_missing_entries=False)
-    if path is None:
-        return PROMPT_TEMPLATES[0]
-    try:
-        record = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}): rerun the evaluation or delete the file.") from None
-    # a Trainer's eval_results.json holds metrics only: no prompt was chosen for that checkpoint
-    prompt = record.get("prompt", PROMPT_TEMPLATES[0]) if isinstance(record, dict) else None
-    if not isinstance(prompt, str) or prompt.count("{}") != 1:
-        raise ValueError(f"{path} records the prompt {prompt!r}; a prompt holds exactly one '{{}}' for the label.")
-    return prompt
 
 
 # ---------------------------------------------------------------------------------------------- retrieval
