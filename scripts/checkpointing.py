@@ -408,3 +408,57 @@ def save_checkpoint(checkpoints_dir, accelerator, model, optimizer, scheduler, s
             replace_directory(staging, final)
     accelerator.wait_for_everyone()
     return final
+
+
+# ---------------------------------------------------------------------------------------------- Trainer checkpoints
+
+
+class TrainerStateWithoutPickle:
+    """
+    A `Trainer` mixin (put before `Trainer`): what resuming needs, in the Trainer's checkpoint folders, as this
+    module's safetensors + JSON files instead of `torch.save` pickles (optimizer.pt, scheduler.pt, rng_state*.pth),
+    which `torch.load(weights_only=True)` would still unpickle from a folder someone handed over. DeepSpeed and FSDP
+    keep their own sharded formats (the Trainer's). A folder with the Trainer's pickled optimizer is refused on resume.
+    """
+
+    def _shards_itself(self) -> bool:
+        return self.is_deepspeed_enabled or self.is_fsdp_enabled
+
+    def _rng_stem(self) -> str:
+        return "rng_state" if self.args.world_size <= 1 else f"rng_state_{self.args.process_index}"
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if self._shards_itself():
+            return super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            save_split(Path(output_dir), "optimizer", self.optimizer.state_dict())
+            write_json(Path(output_dir) / "scheduler.json", self.lr_scheduler.state_dict())
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or self._shards_itself():
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        folder = Path(checkpoint)
+        if not (folder / "optimizer.safetensors").is_file():
+            pickled = [path.name for path in folder.iterdir() if path.suffix in PICKLE_SUFFIXES]
+            sys.exit(f"Cannot resume from {folder}: it holds no optimizer.safetensors"
+                     + (f" (pickled state {', '.join(sorted(pickled))} is not loaded)." if pickled else "."))  # fmt: skip
+        load_optimizer(folder, self.optimizer)
+        self.lr_scheduler.load_state_dict(read_json(folder / "scheduler.json"))
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        os.makedirs(output_dir, exist_ok=True)  # a process may get here before the main one made the folder
+        save_split(Path(output_dir), self._rng_stem(), rng_state())
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is not None and (Path(checkpoint) / f"{self._rng_stem()}.json").is_file():
+            set_rng_state(load_split(Path(checkpoint), self._rng_stem()))
+
+    def _save_scaler(self, output_dir: str) -> None:
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and self.args.should_save:
+            write_json(Path(output_dir) / "scaler.json", scaler.state_dict())
+
+    def _load_scaler(self, checkpoint: str | None) -> None:
+        scaler = getattr(self.accelerator, "scaler", None)
+        if checkpoint is not None and scaler is not None and (Path(checkpoint) / "scaler.json").is_file():
+            scaler.load_state_dict(read_json(Path(checkpoint) / "scaler.json"))

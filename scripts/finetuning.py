@@ -32,6 +32,7 @@ from vlmixer.processing.tasks import TaskDataError, add_region_features, encode_
 
 from vlmixer.scripts.atomic import atomic_write_text
 from vlmixer.scripts.cards import add_model_index, trainer_eval_results
+from vlmixer.scripts.checkpointing import TrainerStateWithoutPickle
 from vlmixer.scripts.distributed import end_process_group
 from vlmixer.scripts.figures import report
 from vlmixer.scripts.inputs import (
@@ -427,14 +428,13 @@ CARD_TASKS = {"retrieval": "image-text-retrieval", "vqa": "visual-question-answe
               "classification": "image-text-classification", "captioning": "image-to-text"}  # fmt: skip
 
 
-class TaskTrainerMixin:
+class TaskTrainerMixin(TrainerStateWithoutPickle):
     """
     What every fine-tuning Trainer adds to transformers' (put before `Trainer` or `Seq2SeqTrainer`):
 
     - no pickles in what it saves: `training_args.bin` (a pickled `TrainingArguments`, which nothing reads back)
-      becomes `training_args.json` in every checkpoint and the final folder. The optimizer, scheduler and RNG states
-      that resuming needs stay as torch saves them: transformers reads them with `torch.load(weights_only=True)`, which
-      loads tensors and plain containers and runs no pickled code.
+      becomes `training_args.json` in every checkpoint and the final folder, and the optimizer, scheduler and RNG
+      states that resuming needs are safetensors + JSON (`checkpointing.TrainerStateWithoutPickle`).
     - a model card whose model-index holds the run's results (`card_results`: split name -> metrics).
     """
 

@@ -307,15 +307,14 @@ def logits_of(model, batch: dict) -> torch.Tensor:
     return output.logits_per_text if isinstance(model, VLMixerForImageTextRetrieval) else output.logits
 
 
-def assert_no_pickle_beyond_weights_only(folder: Path) -> None:
-    """No training_args.bin (a pickle of TrainingArguments); what resuming needs (optimizer, scheduler, RNG) loads
-    with torch.load(weights_only=True), which runs no pickled code, as the Trainer loads it."""
-    from transformers.trainer_pt_utils import safe_globals
-
-    assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pkl"))
-    for path in [*folder.rglob("*.pt"), *folder.rglob("*.pth")]:
-        with safe_globals():
-            torch.load(path, weights_only=True)
+def assert_no_pickle(folder: Path) -> None:
+    """No pickle anywhere (training_args.bin, optimizer.pt, scheduler.pt, rng_state.pth): every checkpoint holds
+    what resuming needs as safetensors + JSON."""
+    pickled = [path for suffix in ("*.bin", "*.pkl", "*.pt", "*.pth") for path in folder.rglob(suffix)]
+    assert not pickled, pickled
+    for checkpoint in folder.glob("checkpoint-*"):
+        for name in ("optimizer.safetensors", "optimizer.json", "scheduler.json", "rng_state.json", "rng_state.safetensors"):
+            assert (checkpoint / name).is_file(), checkpoint / name
 
 
 @pytest.mark.parametrize("task", list(SCRIPTS))
@@ -342,7 +341,7 @@ def test_scene_task_runs_offline_and_its_folder_reloads_with_a_model_card(task, 
         assert type(auto) is head
         torch.testing.assert_close(logits_of(auto, batch), logits_of(final, batch))
     assert type(transformers.AutoProcessor.from_pretrained(output_dir)).__name__ == "VLMixerProcessor"
-    assert_no_pickle_beyond_weights_only(output_dir)
+    assert_no_pickle(output_dir)
     assert (output_dir / "training_args.json").exists() and (output_dir / "checkpoint-5" / "training_args.json").exists()
     results = json.loads((output_dir / "all_results.json").read_text())
     assert results["test_" + headline] == figures["test"][headline] and f"eval_{headline}" in results
@@ -380,6 +379,36 @@ def test_resume_from_a_checkpoint_of_a_saved_image_dataset_equals_the_uninterrup
     headline = SCRIPTS[task][3]
     assert resumed["test"][headline] == pytest.approx(whole["test"][headline], abs=1e-6)
     assert folder_snapshot(data) == before
+
+
+class Payload:
+    """Unpickled, it would create `marker` (what a crafted checkpoint could run instead)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_resume_refuses_a_checkpoint_with_pickled_optimizer_state_and_runs_none_of_it(tiny_checkpoint, cache_dir,
+                                                                                      tmp_path):  # fmt: skip
+    """A checkpoint handed over with the Trainer's optimizer.pt (a pickle) in place of optimizer.safetensors: one line
+    naming it, and the pickle is never opened."""
+    import pickle
+
+    data = write_shape_saved_dataset(tmp_path / "shapes", "classification")
+    fine_tune("classification", tiny_checkpoint, tmp_path / "run", cache_dir, ["--dataset_name", str(data)],
+              *ISSUE_FLAGS)  # fmt: skip
+    checkpoint, marker = tmp_path / "run" / "checkpoint-5", tmp_path / "payload-ran"
+    (checkpoint / "optimizer.safetensors").unlink()
+    (checkpoint / "optimizer.pt").write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(SystemExit) as refused:
+        fine_tune("classification", tiny_checkpoint, tmp_path / "resumed", cache_dir, ["--dataset_name", str(data)],
+                  *ISSUE_FLAGS, "--resume_from_checkpoint", str(checkpoint))  # fmt: skip
+    message = str(refused.value.code)
+    assert "optimizer.safetensors" in message and "optimizer.pt" in message and "\n" not in message
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("task", list(SCRIPTS))
