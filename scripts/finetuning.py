@@ -85,6 +85,16 @@ class ModelArguments:
     cache_dir: str | None = field(
         default=None, metadata={"help": "where datasets and region features are cached (default: HF_DATASETS_CACHE)"}
     )
+    head_learning_rate_multiplier: float = field(
+        default=1.0,
+        metadata={"help": "learning rate of the task head (every weight outside the `vlmixer` encoder) as a multiple "
+                          "of --learning_rate; ViLT trains its heads at 10x"},
+    )  # fmt: skip
+    freeze_encoder: bool = field(
+        default=False,
+        metadata={"help": "train the task head alone on the frozen encoder (a probe of the frozen features; with the "
+                          "classification head's one linear layer, a linear probe)"},
+    )  # fmt: skip
 
 
 @dataclass
@@ -98,6 +108,9 @@ class DataTrainingArguments:
     test_file: str | None = field(default=None, metadata={"help": "test split file"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use a seeded subset of the train rows"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "first rows of validation (and test)"})
+    max_test_samples: int | None = field(
+        default=None, metadata={"help": "first rows of test (default: --max_eval_samples)"}
+    )
     max_length: int = field(default=48, metadata={"help": "tokens per sequence, regions included"})
     output: str | None = field(default=None, metadata={"help": "also write the final JSON line to this file"})
 
@@ -172,6 +185,8 @@ RULES = {
     "max_length": (lambda value: value >= 4, "at least 4 (tokens and regions of a sequence)"),
     "max_train_samples": POSITIVE,
     "max_eval_samples": POSITIVE,
+    "max_test_samples": POSITIVE,
+    "head_learning_rate_multiplier": FINITE_POSITIVE,
     "save_total_limit": POSITIVE,
     "generation_num_beams": POSITIVE,  # the task scripts' own options
     "generation_max_length": POSITIVE,
@@ -343,8 +358,11 @@ def subsample(splits: dict, data_args: DataTrainingArguments, seed: int) -> dict
     if "train" in chosen and data_args.max_train_samples and data_args.max_train_samples < len(chosen["train"]):
         chosen["train"] = chosen["train"].shuffle(seed=seed, keep_in_memory=True).select(range(data_args.max_train_samples))
     for split in ("validation", "test"):
-        if split in chosen and data_args.max_eval_samples and data_args.max_eval_samples < len(chosen[split]):
-            chosen[split] = chosen[split].select(range(data_args.max_eval_samples))
+        limit = data_args.max_eval_samples
+        if split == "test" and data_args.max_test_samples:
+            limit = data_args.max_test_samples
+        if split in chosen and limit and limit < len(chosen[split]):
+            chosen[split] = chosen[split].select(range(limit))
     return chosen
 
 
@@ -371,6 +389,14 @@ def default_bert_model() -> str:
 
 
 def load_model(model_class, model_args: ModelArguments, seed: int, **config_overrides):
+    """`load_model_weights`, its `vlmixer` encoder frozen with --freeze_encoder."""
+    model = load_model_weights(model_class, model_args, seed, **config_overrides)
+    if model_args.freeze_encoder:
+        model.base_model.requires_grad_(False)
+    return model
+
+
+def load_model_weights(model_class, model_args: ModelArguments, seed: int, **config_overrides):
     """The task head on the pre-trained checkpoint (`from_pretrained`; task heads start fresh), or with --from_scratch
     on the BERT text encoder alone (`from_bert_pretrained`) with the checkpoint's vision settings. Seeded first, so
     that the fresh heads start the same in every run."""
@@ -440,6 +466,28 @@ class TaskTrainerMixin(TrainerStateWithoutPickle):
 
     task: str = ""
     card_results: tuple[str, dict] | None = None
+    head_learning_rate_multiplier: float = 1.0
+
+    def create_optimizer(self, model=None):
+        """Trainer's AdamW groups (decay / no decay), each split in two when the head learns faster
+        (`head_learning_rate_multiplier`): the `vlmixer` encoder at --learning_rate, every other weight (the task
+        head) at the multiple. The scheduler scales each group's own rate."""
+        opt_model = self.model if model is None else model
+        if self.optimizer is None and self.head_learning_rate_multiplier != 1.0:
+            decay = set(self.get_decay_parameter_names(opt_model))
+            prefix = opt_model.base_model_prefix + "."
+            groups = []
+            for head in (False, True):
+                rate = self.args.learning_rate * (self.head_learning_rate_multiplier if head else 1.0)
+                for decayed in (True, False):
+                    params = [p for n, p in opt_model.named_parameters()
+                              if p.requires_grad and (n in decay) == decayed and (not n.startswith(prefix)) == head]
+                    if params:
+                        groups.append({"params": params, "lr": rate,
+                                       "weight_decay": self.args.weight_decay if decayed else 0.0})  # fmt: skip
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = optimizer_cls(groups, **{k: v for k, v in optimizer_kwargs.items() if k != "lr"})
+        return super().create_optimizer(model)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)
@@ -555,6 +603,7 @@ def run(task: str, trainer: TaskTrainerMixin, data: TaskData, model_args: ModelA
     push to the Hub; then the figures as one JSON line."""
     args = trainer.args
     trainer.task = task
+    trainer.head_learning_rate_multiplier = model_args.head_learning_rate_multiplier
     started = time.perf_counter()
     train_metrics, results = {}, {}
     if args.do_train:
@@ -588,6 +637,8 @@ def run(task: str, trainer: TaskTrainerMixin, data: TaskData, model_args: ModelA
         "epochs": round(float(trainer.state.epoch or 0), 3),
         "learning_rate": args.learning_rate,
         "batch_size": args.per_device_train_batch_size,
+        "head_learning_rate_multiplier": model_args.head_learning_rate_multiplier,
+        "freeze_encoder": model_args.freeze_encoder,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "train_loss": round(train_metrics["train_loss"], 4) if "train_loss" in train_metrics else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
