@@ -454,6 +454,15 @@ CARD_TASKS = {"retrieval": "image-text-retrieval", "vqa": "visual-question-answe
               "classification": "image-text-classification", "captioning": "image-to-text"}  # fmt: skip
 
 
+def json_training_arguments(folder: Path, args: TrainingArguments) -> None:
+    """The Trainer's `training_args.bin` (a pickle nothing reads back) as `training_args.json`, written whole before
+    the pickle goes."""
+    pickled = folder / "training_args.bin"
+    if pickled.exists():
+        atomic_write_text(folder / "training_args.json", args.to_json_string())
+        pickled.unlink()
+
+
 class TaskTrainerMixin(TrainerStateWithoutPickle):
     """
     What every fine-tuning Trainer adds to transformers' (put before `Trainer` or `Seq2SeqTrainer`):
@@ -491,10 +500,7 @@ class TaskTrainerMixin(TrainerStateWithoutPickle):
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)
-        pickled = Path(output_dir or self.args.output_dir) / "training_args.bin"
-        if pickled.exists():
-            atomic_write_text(pickled.with_suffix(".json"), self.args.to_json_string())  # before the pickle goes
-            pickled.unlink()
+        json_training_arguments(Path(output_dir or self.args.output_dir), self.args)
 
     def create_model_card(self, **kwargs) -> None:
         super().create_model_card(**kwargs)
