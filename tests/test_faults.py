@@ -407,35 +407,25 @@ def test_a_run_folder_is_never_overwritten_or_shrunk_and_no_metrics_row_is_lost(
 
 def test_integer_labels_get_names_and_bad_labels_are_clear_errors():
     from datasets import Dataset
-    from vlmixer.scripts.finetuning import integer_label_names
 
-    from vlmixer.processing.tasks import TaskDataError
+    from vlmixer.processing.tasks import TaskDataError, label_names
 
     splits = {"train": Dataset.from_dict({"label": [0, 2, 1]}), "validation": Dataset.from_dict({"label": [3]})}
-    assert integer_label_names(splits) == ["0", "1", "2", "3"]  # before: TypeError, NoneType has no len()
+    assert label_names(splits) == ["0", "1", "2", "3"]  # before: TypeError, NoneType has no len()
     with pytest.raises(TaskDataError, match="missing or negative integer label"):
-        integer_label_names({"train": Dataset.from_dict({"label": [0, -1]})})
+        label_names({"train": Dataset.from_dict({"label": [0, -1]})})
     with pytest.raises(TaskDataError, match="label column holds float"):
-        integer_label_names({"train": Dataset.from_dict({"label": [0.5, 1.0]})})
+        label_names({"train": Dataset.from_dict({"label": [0.5, 1.0]})})
 
 
 def test_an_empty_train_split_is_a_clear_error(tmp_path):
-    from types import SimpleNamespace
+    from datasets import Dataset
 
-    from vlmixer.scripts.finetuning import load_task_data
+    from vlmixer.processing.tasks import TaskDataError, prepare_split
 
-    from vlmixer.processing.tasks import TaskDataError
-
-    row = {"image": "a.png", "boxes": [[0.0, 0.0, 1.0, 1.0]], "text": "a dog", "label": 1}
-    from PIL import Image
-
-    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    for split in ("train", "validation", "test"):
-        (tmp_path / f"{split}.jsonl").write_text(json.dumps(row) + "\n")
-    args = SimpleNamespace(data_dir=str(tmp_path), max_train_samples=0, max_eval_samples=None, seed=0,
-                           region_features=None)  # fmt: skip
-    with pytest.raises(TaskDataError, match="The train split of .* has no rows: nothing to train on"):
-        load_task_data(args, "classification", processor=None)  # before: StopIteration inside the Trainer
+    columns = {"image": [], "boxes": [], "text": [], "label": []}
+    with pytest.raises(TaskDataError, match="The train split has no rows"):  # before: StopIteration inside the Trainer
+        prepare_split(Dataset.from_dict(columns), "classification", "train", tmp_path)
 
 
 def test_features_that_overflow_the_projection_are_a_clear_error():
