@@ -321,14 +321,26 @@ def load_task_data(task: str, model_args: ModelArguments, data_args: DataTrainin
     wanted = needed_splits(raw, training_args)
     with training_args.main_process_first(desc="task data"):
         splits = {split: prepare_split(raw[split], task, split, folders.get(split)) for split in wanted}
+        full_train = splits.get("train")
         splits = subsample(splits, data_args, training_args.seed)
         names = None
         if "label" in splits[next(iter(splits))].column_names:
             names = label_names(splits) if "train" in splits else None
             splits = {split: encode_labels(dataset, names) for split, dataset in splits.items()} if names else splits
         extractor = region_feature_extractor(processor)
+        if full_train is not None and splits["train"] is not full_train:
+            # a share of the train split (--max_train_samples): its rows' features come from the whole split's, cached
+            # once for every share and seed
+            splits["train"] = subsample({"train": add_region_features(encode_like(full_train, names),
+                                                    extractor, model_args.cache_dir)},
+                                        data_args, training_args.seed)["train"]
         splits = {split: add_region_features(dataset, extractor, model_args.cache_dir) for split, dataset in splits.items()}
     return TaskData(splits.get("train"), splits.get("validation"), splits.get("test"), names, folders.get("train"))
+
+
+def encode_like(full_train, names):
+    """The whole train split with its labels encoded as the chosen subset's are."""
+    return encode_labels(full_train, names) if names and "label" in full_train.column_names else full_train
 
 
 def needed_splits(raw: dict, training_args: TrainingArguments) -> list[str]:
