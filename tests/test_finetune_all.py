@@ -67,7 +67,7 @@ def test_one_command_writes_the_record_table_and_curves(setup, capsys):
     assert "probe" in summary["vqa"] and "probe" not in summary["retrieval"]
     table = record["table"]
     assert table in out and "±" in table and "[±" in table and "majority" in table and "chance" in table
-    assert "50% of train" in table and "100% of train" in table
+    assert "50% of train (seed 0)" in table and "100% of train (seed 0)" in table
     for task in ("vqa", "retrieval"):
         assert (root / "docs" / f"finetune_{task}.png").stat().st_size > 1000
     # the weights are not kept, the curves' trainer states are
