@@ -414,19 +414,26 @@ def test_resume_refuses_a_checkpoint_with_pickled_optimizer_state_and_runs_none_
 @pytest.mark.parametrize("task", list(SCRIPTS))
 def test_imagefolder_and_json_lines_of_another_dataset_fine_tune(task, tiny_checkpoint, cache_dir, tmp_path):
     """The shape pictures as an `imagefolder` (metadata.jsonl beside the images) and as JSON-lines split files whose
-    image paths are relative to the file: both train, evaluate and test."""
+    image paths are relative to the file: both train with the issue's flags, evaluate and test, and the imagefolder
+    run resumed from its checkpoint-5 ends with the uninterrupted run's weights."""
     folder = write_shape_imagefolder(tmp_path / "imagefolder", task)
-    from_folder = fine_tune(task, tiny_checkpoint, tmp_path / "from-folder", cache_dir, ["--dataset_name", str(folder)])
+    from_folder = fine_tune(task, tiny_checkpoint, tmp_path / "from-folder", cache_dir, ["--dataset_name", str(folder)],
+                            *ISSUE_FLAGS)  # fmt: skip
     files = write_shape_json_lines(tmp_path / "jsonl", task)
     from_files = fine_tune(task, tiny_checkpoint, tmp_path / "from-files", cache_dir,
                            ["--train_file", str(files["train"]), "--validation_file", str(files["validation"]),
-                            "--test_file", str(files["test"])])  # fmt: skip
+                            "--test_file", str(files["test"])], *ISSUE_FLAGS)  # fmt: skip
     train_rows = 2 * SPLIT_ROWS["train"] if task == "captioning" else SPLIT_ROWS["train"]  # a row per reference
     for figures in (from_folder, from_files):
         assert (figures["train_rows"], figures["validation_rows"], figures["test_rows"]) == (train_rows, 4, 4)
-        assert figures["steps"] == 2 and SCRIPTS[task][3] in figures["test"]
+        assert figures["steps"] == 10 and SCRIPTS[task][3] in figures["test"]
     # the same pictures and columns either way: the same region features, so the same run
     assert from_folder["train_loss"] == pytest.approx(from_files["train_loss"], rel=1e-4)
+    fine_tune(task, tiny_checkpoint, tmp_path / "resumed", cache_dir, ["--dataset_name", str(folder)], *ISSUE_FLAGS,
+              "--resume_from_checkpoint", str(tmp_path / "from-folder" / "checkpoint-5"))  # fmt: skip
+    expected, got = (checkpoint_weights(tmp_path / run / "checkpoint-10") for run in ("from-folder", "resumed"))
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
 
 
 def test_from_scratch_starts_from_the_text_encoder_alone(tiny_checkpoint, minilm_path):
