@@ -111,7 +111,7 @@ def entailment_batch(size: int, seed: int) -> dict:
 def test_sequence_classification_learns_text_image_entailment():
     model = make(VLMixerForSequenceClassification, num_labels=3)
     held_out = entailment_batch(96, seed=1000)
-    fit_and_check(model, held_out, held_out["labels"], lambda step: entailment_batch(32, seed=step), steps=160,
+    fit_and_check(model, held_out, held_out["labels"], lambda step: entailment_batch(32, seed=step), steps=320,
                   chance=1 / 3, reached=0.9)  # fmt: skip
 
 
