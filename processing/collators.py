@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .processing_vlmixer import IGNORE_INDEX, VLMixerProcessor, pad_rows
+from .sense import REJECTED_COLUMN
 
 
 # What VLMixerForPreTraining reads of the processor's CMC output (the rest is bookkeeping for pictures).
@@ -159,12 +160,20 @@ class SeededCollator:
         self._torch_generator.set_state(state["torch"])
 
 
+def rejected_spans(rows: list[dict]) -> list | None:
+    """The rows' `sense_rejected` spans (None when the corpus was not sense-checked)."""
+    if not rows or REJECTED_COLUMN not in rows[0]:
+        return None
+    return [row.get(REJECTED_COLUMN) or [] for row in rows]
+
+
 @dataclass
 class DataCollatorForCMC(SeededCollator):
     """
     Rows `{"text": str}` -> a cross-modal CutMix batch: the processor's two views, with the word tokens of the mixed
     view masked for MLM (`labels`) and `patch_word_share` of the visual tokens asked for the word they replaced
-    (`patch_word_labels`).
+    (`patch_word_labels`). Rows that carry `sense_rejected` (from `processing.sense.check_corpus_senses`) never have
+    those words mixed.
     """
 
     cmc_ratio: float | None = None
@@ -185,6 +194,7 @@ class DataCollatorForCMC(SeededCollator):
                 cmc_ratio=self.cmc_ratio,
                 generator=self._rng,
                 max_length=self.max_length,
+                rejected_spans=rejected_spans(rows),
             )
             batch = {name: encoded[name] for name in TEXT_STREAM_INPUTS}
             torch_generators = None
@@ -197,9 +207,11 @@ class DataCollatorForCMC(SeededCollator):
                 text = row[self.text_column]
                 if not isinstance(text, str) or not text.strip():
                     raise ValueError(f"Row {index} has no sentence in {self.text_column!r}: {text!r}.")
+            rejected = rejected_spans(rows) or [None] * len(rows)
             encoded = [
-                self.processor.cross_modal_cutmix([row[self.text_column]], ratio, generator, max_length)
-                for row, generator in zip(rows, numpy_generators)
+                self.processor.cross_modal_cutmix([row[self.text_column]], ratio, generator, max_length,
+                                                  None if spans is None else [spans])  # fmt: skip
+                for row, generator, spans in zip(rows, numpy_generators, rejected)
             ]
             pad_id = self.processor.tokenizer.pad_token_id
             batch = stack_rows([{name: row[name] for name in TEXT_STREAM_INPUTS} for row in encoded],

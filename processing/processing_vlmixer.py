@@ -8,6 +8,7 @@ so the mixed and the original view of a sentence share positions.
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Unpack
 
@@ -39,11 +40,14 @@ class VLMixerProcessorKwargs(ProcessingKwargs, total=False):
     cmc_ratio (`float`): probability of replacing each grounded word by a patch (the processor's `cmc_ratio` when
         not given).
     seed (`int`), generator (numpy or torch `Generator`): the random source of cross-modal CutMix.
+    rejected_spans (`list[list[[start, end]]]`): per sentence, the character spans of grounded words that a sense
+        model found used in another sense ("a movie star"); they are never mixed (`processing.sense`).
     """
 
     cmc_ratio: float | int
     seed: int | None
     generator: Any
+    rejected_spans: list | None
 
 
 @dataclass
@@ -297,7 +301,7 @@ class VLMixerProcessor(ProcessorMixin):
             ratio = merged.get("cmc_ratio", self.cmc_ratio)
             # the caller's own generator, not the copy that _merge_kwargs makes: it must advance from call to call
             rng = as_numpy_generator(merged.get("seed"), kwargs.get("generator", merged.get("generator")))
-            encoded = self.cross_modal_cutmix(sentences, ratio, rng, max_length)
+            encoded = self.cross_modal_cutmix(sentences, ratio, rng, max_length, merged.get("rejected_spans"))
         if text_kwargs.get("padding") == "max_length":
             encoded = self._pad_to_length(encoded, max_length)
         return BatchFeature(encoded, tensor_type=return_tensors)
@@ -333,8 +337,10 @@ class VLMixerProcessor(ProcessorMixin):
     def _tokenize(self, sentences: list[str], max_length: int):
         return self.tokenizer(sentences, truncation=True, max_length=max_length, return_attention_mask=False).encodings
 
-    def cross_modal_cutmix(self, sentences: list[str], cmc_ratio: float, rng: np.random.Generator, max_length: int):
-        """Both views of each sentence, with grounded words replaced by gallery patches with probability `cmc_ratio`."""
+    def cross_modal_cutmix(self, sentences: list[str], cmc_ratio: float, rng: np.random.Generator, max_length: int,
+                           rejected_spans: list | None = None):  # fmt: skip
+        """Both views of each sentence, with grounded words replaced by gallery patches with probability `cmc_ratio`,
+        except the words at `rejected_spans` (per sentence, [start, end] character spans)."""
         if not 0.0 <= cmc_ratio <= 1.0:
             raise ValueError(f"`cmc_ratio` must be in [0, 1], got {cmc_ratio}.")
         if cmc_ratio > 0 and (self.vocabulary is None or self.patch_gallery is None):
@@ -343,7 +349,11 @@ class VLMixerProcessor(ProcessorMixin):
                 "(or call with cmc_ratio=0 for the original sentences only)."
             )
         encodings = self._tokenize(sentences, max_length)
-        candidates = self._grounded_token_spans(sentences, encodings) if cmc_ratio > 0 else [[] for _ in sentences]
+        if rejected_spans is not None and len(rejected_spans) != len(sentences):
+            raise ValueError(f"`rejected_spans` has {len(rejected_spans)} entries for {len(sentences)} sentences.")
+        candidates = (
+            self._grounded_token_spans(sentences, encodings, rejected_spans) if cmc_ratio > 0 else [[] for _ in sentences]
+        )
         chosen = self._choose_replacements(candidates, cmc_ratio, rng)
         image_token_id = self.image_token_id
         mixed = [
@@ -353,14 +363,16 @@ class VLMixerProcessor(ProcessorMixin):
         concepts = [concept for picks in chosen for _, _, concept in picks]
         return self._cmc_arrays(mixed, concepts, rng)
 
-    def _grounded_token_spans(self, sentences: list[str], encodings) -> list[list[tuple[int, int, str]]]:
-        """Per sentence, the token ranges [first, last) of grounded words whose concept has gallery patches."""
+    def _grounded_token_spans(self, sentences: list[str], encodings, rejected_spans=None) -> list[list[tuple[int, int, str]]]:
+        """Per sentence, the token ranges [first, last) of grounded words whose concept has gallery patches and that
+        `rejected_spans` does not name."""
         gallery = self.patch_gallery
         spans = []
-        for sentence, encoding in zip(sentences, encodings):
+        for index, (sentence, encoding) in enumerate(zip(sentences, encodings)):
+            rejected = {tuple(span) for span in rejected_spans[index]} if rejected_spans is not None else ()
             sentence_spans = []
             for match in self.vocabulary.find(sentence):
-                if match.concept not in gallery:
+                if match.concept not in gallery or (match.start, match.end) in rejected:
                     continue
                 first = encoding.char_to_token(match.start)
                 last = encoding.char_to_token(match.end - 1)
@@ -369,6 +381,29 @@ class VLMixerProcessor(ProcessorMixin):
                 sentence_spans.append((first, last + 1, match.concept))
             spans.append(sentence_spans)
         return spans
+
+    def grounding_report(self, text: str | list[str], rejected_spans: list | None = None) -> dict:
+        """
+        What cross-modal CutMix finds in `text` before any draw: the sentences it can mix (a word of a gallery
+        concept), the words kept per concept, and the spelling matches the sense check rejected, by reason (the
+        matcher's rules: "verb", "name", "modifier", ...; "context model": the words at `rejected_spans`).
+        """
+        sentences = self._as_sentences(text)
+        if self.vocabulary is None:
+            raise ValueError("A grounding report needs the processor's concept vocabulary (`concepts=`).")
+        if rejected_spans is not None and len(rejected_spans) != len(sentences):
+            raise ValueError(f"`rejected_spans` has {len(rejected_spans)} entries for {len(sentences)} sentences.")
+        gallery, kept, rejected, mixable = self.patch_gallery, Counter(), [], 0
+        for index, sentence in enumerate(sentences):
+            by_model = {tuple(span) for span in rejected_spans[index]} if rejected_spans is not None else set()
+            matches = self.vocabulary.find(sentence, rejected)
+            rejected += [(m.start, m.end, "context model") for m in matches if (m.start, m.end) in by_model]
+            concepts = [m.concept for m in matches if (m.start, m.end) not in by_model]
+            kept.update(concepts)
+            mixable += any(gallery is None or concept in gallery for concept in concepts)
+        return {"sentences": len(sentences), "mixable_sentences": mixable, "kept": sum(kept.values()),
+                "kept_per_concept": dict(kept), "rejected": len(rejected),
+                "rejected_by_reason": dict(Counter(reason for *_, reason in rejected))}  # fmt: skip
 
     @staticmethod
     def _choose_replacements(candidates, cmc_ratio: float, rng: np.random.Generator):

@@ -3,7 +3,9 @@
 Runs, in one process on one core and on the same sentences, batches through
   (a) the bare MiniLM tokenizer (padding, truncation, tensors), the anchor, and
   (b) VLMixerProcessor with CMC (grounded-word matching + patch sampling from a memory-mapped gallery + tensors),
-and prints sentences per second for both and their ratio (ours / bare; the goal is >= 0.5). Then it opens a small
+and prints sentences per second for both and their ratio (ours / bare; the goal is >= 0.5); then (c) the sense model
+(processing/sense.py) checking sentences, which pre-training does once per corpus before the first step (cached by
+`datasets`), and (a) again with the check's result: the processor skipping the rejected spans. Then it opens a small
 and a large gallery (10 thousand vs 1 million rows of 1280-d float16 features) and times one batch of draws from each,
 choosing the rows (O(1) per draw: it should not grow with the gallery) and gathering their features from the memory
 map (a page read per row while the file is not in the page cache).
@@ -26,6 +28,7 @@ from transformers import AutoTokenizer
 
 from vlmixer.processing import ConceptVocabulary, PatchGallery, PatchGalleryBuilder, VLMixerProcessor
 from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
+from vlmixer.processing.sense import SenseModel, rejected_mentions
 
 from vlmixer.scripts.figures import report
 
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cmc_ratio", type=float, default=0.5)
     parser.add_argument("--max_length", type=int, default=64)
+    parser.add_argument("--sense_sentences", type=int, default=1024, help="sentences the sense model checks per run")
     parser.add_argument("--small_rows", type=int, default=10_000)
     parser.add_argument("--large_rows", type=int, default=1_000_000)
     parser.add_argument("--feature_dim", type=int, default=1280)
@@ -117,12 +121,25 @@ def main() -> None:
             for step, batch in enumerate(batches):
                 processor(text=batch, cmc_ratio=args.cmc_ratio, seed=step, max_length=args.max_length)
 
+        sense_model, sense_sentences = SenseModel.from_pretrained(), sentences[: args.sense_sentences]
+        rejections = rejected_mentions(sentences, vocabulary, sense_model)
+        batch_rejections = [rejections[i : i + args.batch_size] for i in range(0, len(sentences), args.batch_size)]
+
+        def cmc_checked():
+            for step, (batch, rejected) in enumerate(zip(batches, batch_rejections)):
+                processor(text=batch, cmc_ratio=args.cmc_ratio, seed=step, max_length=args.max_length, rejected_spans=rejected)
+
         bare_rate = median_rate(bare, len(sentences), args.repeats)
         cmc_rate = median_rate(cmc, len(sentences), args.repeats)
+        checked_rate = median_rate(cmc_checked, len(sentences), args.repeats)
+        sense_rate = median_rate(lambda: rejected_mentions(sense_sentences, vocabulary, sense_model), len(sense_sentences), 3)
         patches = sum(len(processor(text=b, cmc_ratio=args.cmc_ratio, seed=0)["visual_features"]) for b in batches[:4])
         print(f"bare tokenizer: {bare_rate:,.0f} sentences/s")
         print(f"CMC processor:  {cmc_rate:,.0f} sentences/s ({patches / (4 * args.batch_size):.2f} patches/sentence)")
         print(f"ratio (ours / bare): {cmc_rate / bare_rate:.2f}")
+        print(f"CMC processor skipping the sense check's rejections: {checked_rate:,.0f} sentences/s (ratio to bare "
+              f"{checked_rate / bare_rate:.2f}); the sense model's pass, once per corpus: {sense_rate:,.0f} sentences/s "
+              f"({sum(map(len, rejections)):,} of the {len(sentences):,} sentences' mentions rejected)")  # fmt: skip
 
         draws = list(np.random.default_rng(1).choice(vocabulary.labels, size=1024))
         small_sample_us, small_gather_us = time_draws(small, draws, args.repeats)
@@ -142,6 +159,9 @@ def main() -> None:
         "cmc_processor_sentences_per_s": round(cmc_rate),
         "ratio": round(cmc_rate / bare_rate, 3),
         "patches_per_sentence": round(patches / (4 * args.batch_size), 2),
+        "cmc_processor_with_sense_rejections_sentences_per_s": round(checked_rate),
+        "ratio_with_sense_rejections": round(checked_rate / bare_rate, 3),
+        "sense_model_pass_sentences_per_s": round(sense_rate, 1),
         "batch_size": args.batch_size,
         "small_gallery_rows": len(small),
         "large_gallery_rows": len(large),

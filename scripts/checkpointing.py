@@ -33,7 +33,9 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -362,6 +364,25 @@ def folder_lock(folder, shared: bool = False):
         yield
     finally:
         os.close(descriptor)  # releases the lock
+
+
+@contextmanager
+def staged_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """
+    Yields an empty temporary folder beside `output_dir`; when the block ends without error it becomes `output_dir`
+    (an existing one is replaced only with `overwrite`), otherwise it is deleted. Readers never see half a folder.
+    """
+    output = Path(output_dir)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it.")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
+    try:
+        yield staging
+        replace_directory(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
 
 
 def save_id(accelerator) -> str:

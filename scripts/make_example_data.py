@@ -81,13 +81,14 @@ def unique_sentences(count: int, make, rng: np.random.Generator, max_tries: int 
 
 
 def mixed_corpus(parts: dict[str, tuple[float, object]], total: int, rng: np.random.Generator):
-    """`total` sentences: for each kind, its share of them made by its maker; shuffled. Returns them and the counts."""
+    """`total` sentences: for each kind, its share of them made by its maker; shuffled. Returns (kind, sentence)
+    pairs and the counts."""
     counts = {kind: round(share * total) for kind, (share, _) in parts.items()}
     first = next(iter(parts))
     counts[first] += total - sum(counts.values())  # the first kind takes the rounding remainder
     corpus = []
     for kind, (_, make) in parts.items():
-        corpus += unique_sentences(counts[kind], make, rng)
+        corpus += [(kind, sentence) for sentence in unique_sentences(counts[kind], make, rng)]
     return [corpus[i] for i in rng.permutation(len(corpus))], counts
 
 
@@ -640,10 +641,61 @@ def plain_shape_corpus_sentence(rng: np.random.Generator) -> str:
     return plain_sentence(rng, PLAIN_SHAPE_SENTENCES, MAKERS, PLAIN_SHAPE_PREDICATES)
 
 
-def shapes_corpus(count: int, rng: np.random.Generator) -> tuple[list[str], dict]:
-    """The shapes corpus: about 80% shape mentions, 20% sentences with no shape word."""
-    return mixed_corpus({"shape_mentions": (0.8, shape_sentence), "no_shape": (0.2, plain_shape_corpus_sentence)},
-                        count, rng)  # fmt: skip
+# Shape words in their other senses (people, places, feelings, gems, verbs, names, idioms): the traps of `--trap_share`.
+SHAPE_TRAPS = [
+    "The movie star {did} after the premiere.", "{Name} was the star of the show {when}.",
+    "The team's star striker {did}.", "{Name} is a rising star of the {scene} scene.",
+    "The hotel has four stars and {feature}.", "We lay on the grass and watched the stars {when}.",
+    "{Name} had a heart attack {when}.", "{Name} learned the whole poem by heart.",
+    "The café is in the heart of the {place}.", "My heart sank when {event}.",
+    "The doctor listened to {name_poss} heart {when}.", "{Name} has a heart of gold.",
+    "{Name} wore a diamond ring to the {party}.", "The diamond necklace was stolen from the {place} {when}.",
+    "They celebrated their diamond wedding anniversary {when}.", "The players ran out onto the baseball diamond.",
+    "Look both ways before you cross the road to the {place}.", "{Name} was cross with us for being late.",
+    "A mule is a cross between a horse and a donkey.", "The Red Cross sent volunteers to the {place}.",
+    "{Name} crosses the bridge to the {place} every morning.", "Don't cross {name} when {event}.",
+    "They met in the town square {when}.", "The flat is sixty square metres, with {feature}.",
+    "After {event}, we were back to square one.", "{Name} won the race fair and square.",
+    "The square root of nine is three.", "{Name} waited in Times Square {when}.",
+    "We have come full circle since {event}.", "{Name} has a small circle of friends in the {place}.",
+    "Vultures circle above the field {when}.", "The inner circle of the party met {when}.",
+    "Circle the date of the {party} in your diary.", "It was a love triangle from the start.",
+    "The Bermuda Triangle is a stretch of the Atlantic.", "{Name} fired an arrow at the target {when}.",
+    "Cupid's arrow struck {name} at the {party}.", "The road ran straight as an arrow to the {place}.",
+    "{Name} lives on a quiet crescent near the {place}.", "The Red Crescent opened a clinic in the {place}.",
+    "The Hexagon Theatre reopened {when}.", "The Diamond League meeting was cancelled {when}.",
+    "{Name} bought shares in Star Airlines {when}.", "The Crescent Hotel was fully booked for the {party}.",
+]  # fmt: skip
+TRAP_FILLS = {
+    "Name": ["Anna", "Tom", "My uncle", "Our coach", "The mayor", "Priya", "Mr Okafor", "Lena", "Grandma", "Sam"],
+    "did": ["signed autographs", "gave a long interview", "left through the back door", "thanked the crew"],
+    "when": ["last night", "on Friday", "last spring", "in 2019", "after the match", "before the holidays"],
+    "scene": ["jazz", "comedy", "tennis", "theatre", "chess"],
+    "feature": ["a rooftop pool", "a quiet garden", "free parking", "a view of the bay"],
+    "place": ["old town", "harbour", "museum", "station", "market", "library", "city"],
+    "event": ["the train left", "the lights went out", "the results came in", "the shop closed"],
+    "party": ["wedding", "gala", "reunion", "birthday party", "awards night"],
+}  # fmt: skip
+
+
+TRAP_KIND = "shape_words_in_other_senses"
+
+
+def shape_trap_sentence(rng: np.random.Generator) -> str:
+    """A sentence that uses a shape's name in another sense ("the movie star", "by heart", "cross the road")."""
+    fills = {key: choose(rng, options) for key, options in TRAP_FILLS.items()}
+    fills.update(name=fills["Name"] if fills["Name"][0].isupper() and " " not in fills["Name"] else "him",
+                 name_poss=fills["Name"].lower() + "'s" if " " in fills["Name"] else fills["Name"] + "'s")  # fmt: skip
+    return choose(rng, SHAPE_TRAPS).format(**fills)
+
+
+def shapes_corpus(count: int, rng: np.random.Generator, trap_share: float = 0.0) -> tuple[list[str], dict]:
+    """The shapes corpus: about 80% shape mentions (less `trap_share`), 20% sentences with no shape word, and
+    `trap_share` of sentences that use shape words in other senses."""
+    kinds = {"shape_mentions": (0.8 - trap_share, shape_sentence), "no_shape": (0.2, plain_shape_corpus_sentence)}
+    if trap_share > 0:
+        kinds[TRAP_KIND] = (trap_share, shape_trap_sentence)
+    return mixed_corpus(kinds, count, rng)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -682,12 +734,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--train_per_class", type=int, default=60, help="shapes: training images per class")
     parser.add_argument("--test_per_class", type=int, default=30, help="shapes: test images per class")
     parser.add_argument("--test_share", type=float, default=TEST_SHARE, help="digits: share of each class for test")
+    parser.add_argument("--trap_share", type=float, default=0.0,
+                        help="shapes: share of sentences that use shape words in other senses ('a movie star', 'by "
+                             "heart'); with it, corpus_without_traps.txt holds the same corpus without them")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace images/ and corpus.txt there")
     parser.add_argument("--output", help="also write the JSON summary to this file")
     args = parser.parse_args(argv)
     if args.sentences < 1 or args.train_per_class < 1 or args.test_per_class < 1 or not 0 < args.test_share < 1:
         parser.error("--sentences and the per-class counts must be positive, --test_share between 0 and 1")
+    if not 0 <= args.trap_share < 0.8 or (args.trap_share and args.example != "shapes"):
+        parser.error("--trap_share is for --example shapes, in [0, 0.8)")
     output_dir = Path(args.output_dir)
     prepare_output_dir(output_dir, args.overwrite)
     example = EXAMPLES[args.example]
@@ -696,13 +753,18 @@ def main(argv=None) -> dict:
         images = write_digit_images(output_dir / "images", image_rng, args.test_share)
     else:
         images = write_shape_images(output_dir / "images", image_rng, args.train_per_class, args.test_per_class)
-    sentences, kinds = example["corpus"](args.sentences, text_rng)
+    corpus, kinds = example["corpus"](args.sentences, text_rng, **({"trap_share": args.trap_share} if args.trap_share else {}))
+    sentences = [sentence for _, sentence in corpus]
     write_corpus(sentences, output_dir / "corpus.txt")
+    if args.trap_share:
+        untrapped = [sentence for kind, sentence in corpus if kind != TRAP_KIND]
+        write_corpus(untrapped, output_dir / "corpus_without_traps.txt")
     summary = {
         "example": args.example, "output_dir": str(output_dir), "data_dir": str(output_dir / "images"),
         "classes": example["classes"], "image_size": [example["size"], example["size"]], "image_mode": example["mode"],
         "train_images": images["train"], "test_images": images["test"], "corpus": str(output_dir / "corpus.txt"),
         "sentences": len(sentences), "unique_sentences": len(set(sentences)), "sentence_kinds": kinds,
+        **({"corpus_without_traps": str(output_dir / "corpus_without_traps.txt")} if args.trap_share else {}),
         "seed": args.seed,
     }  # fmt: skip
     return report(summary, args.output)

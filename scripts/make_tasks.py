@@ -31,7 +31,8 @@ from pathlib import Path
 
 from vlmixer.processing.sources import FASHION_MNIST_DIR
 
-from vlmixer.scripts.scene_tasks import SPLITS, TASKS, TaskConfig, staged_directory, write_tasks
+from vlmixer.scripts.checkpointing import staged_directory
+from vlmixer.scripts.scene_tasks import SPLITS, TASKS, TaskConfig, write_tasks
 
 from vlmixer.scripts.figures import report
 

@@ -30,7 +30,6 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_scheduler
+from datasets.fingerprint import Hasher
 
 from vlmixer.modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
 from vlmixer.processing import (
@@ -52,6 +52,7 @@ from vlmixer.processing import (
 )
 from vlmixer.processing.gallery import GalleryError
 from vlmixer.processing.processing_vlmixer import CONCEPTS_NAME, efficientnet_image_processor
+from vlmixer.processing.sense import REJECTED_COLUMN, SENSE_MODEL_DIR, SenseModel, check_corpus_senses
 from vlmixer.processing.streams import (
     BatchStream,
     CollatedBatches,
@@ -111,6 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--gallery", help="folder of a PatchGallery (scripts/build_gallery.py)")
     data.add_argument("--vocabulary", default=None,
                       help="'coco80', 'fashion_mnist' or a concepts JSON; default: the gallery's concepts.json")  # fmt: skip
+    data.add_argument("--sense_model", default="shipped",
+                      help="the context model that drops words used in another sense ('a movie star') before CMC: "
+                           "'shipped' (processing/data/sense_model), a folder of scripts/train_sense_model.py, or "
+                           "'none' (the matcher's rules alone). It checks a corpus once; datasets caches the result")  # fmt: skip
     data.add_argument("--stream_weights", default="text=1,tags=0.25",
                       help="e.g. 'text=1,tags=0.25,pairs=0' (tags: tag-aided visual pre-training on the gallery)")  # fmt: skip
     data.add_argument("--caption_templates", default="a photo of a {}.", help="'|'-separated, for the pairs stream")
@@ -285,36 +290,32 @@ def build_processor(args, model: VLMixerForPreTraining, gallery: PatchGallery) -
 def check_cmc_coverage(corpus, processor: VLMixerProcessor, seed: int, verbose: bool = True) -> dict:
     """
     Says, before the first step, how much of the corpus cross-modal CutMix can mix (on a sample of CMC_SAMPLE
-    sentences) and which gallery concepts the corpus names; refuses a corpus in which no sentence can be mixed.
+    sentences), which gallery concepts the corpus names and how many spelling matches the sense check (the matcher's
+    rules, then the context model) rejected; refuses a corpus in which no sentence can be mixed.
     """
     if hasattr(corpus, "__len__"):
-        rows = np.random.default_rng(seed).permutation(len(corpus))[:CMC_SAMPLE]
-        sentences = [corpus[int(row)]["text"] for row in rows]
+        indices = np.random.default_rng(seed).permutation(len(corpus))[:CMC_SAMPLE]
+        rows = [corpus[int(index)] for index in indices]
     else:
-        sentences = [row["text"] for row in corpus.take(CMC_SAMPLE)]
+        rows = list(corpus.take(CMC_SAMPLE))
+    sentences = [row["text"] for row in rows]
+    sense_rejections = [row.get(REJECTED_COLUMN) or [] for row in rows]
     if not sentences:
         sys.exit("The text corpus holds no sentence: it is empty or every row is blank.")
     gallery, vocabulary = processor.patch_gallery, processor.vocabulary
-    named, rejected = Counter(), []
-    mixable = candidates = 0
-    for sentence in sentences:
-        matches = vocabulary.find(sentence, rejected)
-        candidates += len(matches)
-        concepts = {match.concept for match in matches if match.concept in gallery}
-        mixable += bool(concepts)
-        named.update(concepts)
-    reasons = Counter(reason for *_, reason in rejected)
+    report = processor.grounding_report(sentences, sense_rejections)
+    mixable, reasons = report["mixable_sentences"], report["rejected_by_reason"]
     in_gallery = [concept for concept in gallery.concepts if concept in vocabulary]
-    never = [concept for concept in in_gallery if not named[concept]]
+    never = [concept for concept in in_gallery if not report["kept_per_concept"].get(concept)]
     coverage = {"sampled_sentences": len(sentences), "mixable_sentences": mixable,
                 "gallery_concepts_named": len(in_gallery) - len(never), "gallery_concepts": len(gallery.concepts),
-                "sense_check_rejected": len(rejected), "sense_check_candidates": candidates + len(rejected),
-                "sense_check_reasons": dict(reasons)}  # fmt: skip
+                "sense_check_rejected": report["rejected"], "sense_check_candidates": report["kept"] + report["rejected"],
+                "sense_check_reasons": reasons}  # fmt: skip
     say = print if verbose else (lambda *_: None)
     say(f"CMC: {mixable:,} of {len(sentences):,} sampled sentences ({mixable / max(len(sentences), 1):.1%}) name a "
           f"gallery concept; the corpus names {coverage['gallery_concepts_named']} of the gallery's "
           f"{len(gallery.concepts)} concepts" + (f" (never: {never[:10]})" if never else "") + "; the sense check "
-          f"kept {candidates:,} word spans and rejected {len(rejected):,} ({dict(reasons)}).")  # fmt: skip
+          f"kept {report['kept']:,} word spans and rejected {report['rejected']:,} ({reasons}).")  # fmt: skip
     if mixable == 0:
         sys.exit(
             f"No sentence of the {len(sentences):,} sampled from the corpus names a concept of the gallery "
@@ -325,6 +326,28 @@ def check_cmc_coverage(corpus, processor: VLMixerProcessor, seed: int, verbose: 
         say(f"warning: only {mixable / len(sentences):.1%} of the sentences can be mixed; most steps teach no "
               "vision-language alignment.")  # fmt: skip
     return coverage
+
+
+def load_sense_model(name: str) -> SenseModel | None:
+    """The --sense_model: None for 'none', else the shipped model or a saved folder (one-line exit when unusable)."""
+    if name == "none":
+        return None
+    try:
+        return SenseModel.from_pretrained(SENSE_MODEL_DIR if name == "shipped" else name)
+    except (OSError, ValueError, KeyError) as error:
+        sys.exit(f"--sense_model {name}: {error}")
+
+
+def sense_checked(corpus, vocabulary: ConceptVocabulary, sense_model: str):
+    """The corpus with each sentence's `sense_rejected` mentions (processing.sense), checked once and cached by
+    `datasets` under a fingerprint of the corpus, the vocabulary and the model's files."""
+    model = load_sense_model(sense_model)
+    if model is None:
+        return corpus
+    folder = SENSE_MODEL_DIR if sense_model == "shipped" else Path(sense_model)
+    model_files = {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+    fingerprint = Hasher.hash([getattr(corpus, "_fingerprint", None), vocabulary.to_dict(), model_files])
+    return check_corpus_senses(corpus, vocabulary, model, fingerprint=fingerprint)
 
 
 def build_streams(args, processor, gallery, accelerator) -> tuple[dict, dict]:
@@ -342,10 +365,13 @@ def build_streams(args, processor, gallery, accelerator) -> tuple[dict, dict]:
     streams, collators = {}, {}
     if weights.get("text", 0) > 0:
         try:
-            streams["text"] = BatchStream(load_text_corpus(args.text_corpus, args.text_column, args.streaming),
-                                          args.batch_size, args.seed, rank, world)  # fmt: skip
+            corpus = load_text_corpus(args.text_corpus, args.text_column, args.streaming)
         except (CorpusError, ValueError) as error:
             sys.exit(f"--text_corpus: {error}")
+        if args.cmc_ratio > 0:
+            with accelerator.main_process_first():  # the main process checks the corpus, the others read its cache
+                corpus = sense_checked(corpus, processor.vocabulary, args.sense_model)
+        streams["text"] = BatchStream(corpus, args.batch_size, args.seed, rank, world)
         collators["text"] = DataCollatorForCMC(processor, mlm_probability=args.mlm_probability, cmc_ratio=args.cmc_ratio,
                                                patch_word_share=args.patch_word_share, **common)  # fmt: skip
     rows = GalleryRows(gallery, args.caption_templates.split("|"))

@@ -24,11 +24,8 @@ run it on its own without `vlmixer.processing` registering the model classes (it
 
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -630,32 +627,4 @@ def task_summary(config: TaskConfig, scenes: dict[str, list[Scene]], rows: dict[
         "tasks": tasks,
     }
 
-
-@contextmanager
-def staged_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """
-    Yields an empty temporary folder beside `output_dir`; when the block ends without error it becomes `output_dir`
-    (an existing one is replaced only with `overwrite`), otherwise it is deleted. Readers never see half a folder.
-    """
-    output = Path(output_dir)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it.")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
-    try:
-        yield staging
-        replace_directory(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def replace_directory(new: Path, target: Path) -> None:
-    """Renames `new` to `target`, moving an existing `target` aside first and deleting it after."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-        os.replace(target, old / target.name)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 

@@ -12,7 +12,8 @@ from vlmixer.modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
 from vlmixer.processing import VLMixerProcessor
 from vlmixer.processing.processing_vlmixer import efficientnet_image_processor
 from vlmixer.scripts import finetune_all
-from vlmixer.scripts.scene_tasks import TaskConfig, staged_directory, write_tasks
+from vlmixer.scripts.checkpointing import staged_directory
+from vlmixer.scripts.scene_tasks import TaskConfig, write_tasks
 
 
 TINY_TASKS = dict(scenes={"train": 8, "validation": 4, "test": 6}, pool_per_class={"train": 3, "validation": 2, "test": 2})

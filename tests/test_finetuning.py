@@ -37,7 +37,8 @@ from vlmixer.processing.collators import (
     pad_regions,
 )
 from vlmixer.processing.processing_vlmixer import IGNORE_INDEX, efficientnet_image_processor
-from vlmixer.scripts.scene_tasks import TaskConfig, staged_directory, write_tasks
+from vlmixer.scripts.checkpointing import staged_directory
+from vlmixer.scripts.scene_tasks import TaskConfig, write_tasks
 
 from .conftest import REPO_ROOT
 

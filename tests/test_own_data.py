@@ -2,7 +2,6 @@
 (build_gallery.py, pretrain.py, evaluate_zero_shot.py), and each wrong turn a clear error."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,8 @@ from vlmixer.scripts import build_gallery  # noqa: E402
 from vlmixer.scripts import build_vocabulary  # noqa: E402
 from vlmixer.scripts import evaluate_zero_shot  # noqa: E402
 from vlmixer.scripts import pretrain  # noqa: E402
+from vlmixer.scripts import train_sense_model  # noqa: E402
+from vlmixer.scripts.train_sense_model import read_labelled  # noqa: E402
 
 
 CLASSES = ("circle", "square", "Hot_air_balloon")  # the last as a folder name: underscores, capitals
@@ -58,7 +59,8 @@ def corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("own-corpus") / "corpus.txt"
     sentences = ["The sign had a red circle on it.", "Two squares were painted on the floor.",
                  "A hot air balloon rose over the valley.", "She drew circles and squares.",
-                 "The meeting was moved to Thursday.", "Hot air balloons drifted past the hills."] * 10  # fmt: skip
+                 "The meeting was moved to Thursday.", "Hot air balloons drifted past the hills.",
+                 "They met in the square by the old church.", "His social circle was small."] * 10  # fmt: skip
     path.write_text("\n".join(sentences) + "\n")
     return path
 
@@ -76,7 +78,10 @@ def run(gallery, corpus, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("own-run") / "run"
     figures = pretrain.main(["--text_corpus", str(corpus), "--gallery", str(gallery), "--output_dir", str(output),
                              "--max_steps", "2", "--batch_size", "4", "--checkpointing_steps", "100"])  # fmt: skip
-    assert figures["cmc_coverage"]["mixable_sentences"] > 0
+    coverage = figures["cmc_coverage"]
+    assert coverage["mixable_sentences"] > 0
+    # the two sentences that use "square" and "circle" in another sense: kept by the rules, rejected by the model
+    assert coverage["sense_check_reasons"] == {"context model": 20}, coverage
     return output
 
 
@@ -122,29 +127,10 @@ def test_excluded_phrases_and_the_format_round_trip(tmp_path):
     assert [m.text for m in numbers.find("She drew sixes and sevens.")] == ["sixes", "sevens"]
 
 
-SHAPES = "circle square triangle star heart cross arrow crescent hexagon diamond".split()
-
-
 def matcher_scores(sense_check: bool = True) -> dict[str, tuple[float, float]]:
-    """(precision, recall) of `find` per vocabulary on tests/data/matcher_labelled.jsonl (hand-labelled sentences,
-    about half with trap uses of the words: see tests/data/README.md)."""
-    path = REPO_ROOT / "tests" / "data" / "matcher_labelled.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    vocabularies = {"digits": ConceptVocabulary.from_class_names([str(d) for d in range(10)]),
-                    "coco80": ConceptVocabulary.coco80(), "fashion_mnist": ConceptVocabulary.fashion_mnist(),
-                    "shapes": ConceptVocabulary.from_class_names(SHAPES)}  # fmt: skip
-    scores = {}
-    for name, vocabulary in vocabularies.items():
-        if not sense_check:
-            vocabulary = ConceptVocabulary.from_dict({**vocabulary.to_dict(), "sense_check": False})
-        hits = predicted = expected = 0
-        for row in (row for row in rows if row["vocabulary"] == name):
-            want = [(item["text"].lower(), item["concept"]) for item in row["expected"]]
-            got = [(match.text.lower(), match.concept) for match in vocabulary.find(row["text"])]
-            predicted, expected = predicted + len(got), expected + len(want)
-            hits += sum(min(got.count(item), want.count(item)) for item in set(got))
-        scores[name] = (hits / max(predicted, 1), hits / max(expected, 1))
-    return scores
+    """(precision, recall) of `find` (rules, no model) per vocabulary on tests/data/matcher_labelled.jsonl."""
+    return train_sense_model.matcher_scores(read_labelled([REPO_ROOT / "tests" / "data" / "matcher_labelled.jsonl"]),
+                                            sense_check=sense_check)  # fmt: skip
 
 
 # (precision, recall) floors: what the matcher reached on the labelled set when it was written, rounded down

@@ -77,7 +77,10 @@ def test_the_wheel_holds_every_folder_under_the_one_package_name(wheel):
     assert tops == {"vlmixer"}
     for module in ("vlmixer/modeling_vlmixer/modeling_vlmixer.py", "vlmixer/processing/processing_vlmixer.py",
                    "vlmixer/processing/data/coco80.json", "vlmixer/scripts/pretrain.py",
-                   "vlmixer/processing/metrics/vqa_accuracy/vqa_accuracy.py", "vlmixer/scripts/model_card.md"):  # fmt: skip
+                   "vlmixer/processing/metrics/vqa_accuracy/vqa_accuracy.py", "vlmixer/scripts/model_card.md",
+                   "vlmixer/processing/data/sense_model/adapter_model.safetensors",
+                   "vlmixer/processing/data/sense_model/head.safetensors",
+                   "vlmixer/scripts/data/sense_train_shapes.jsonl"):  # fmt: skip
         assert module in names
 
 

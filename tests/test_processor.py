@@ -309,6 +309,27 @@ def test_collator_masks_only_text_tokens_and_resumes_exactly(processor):
     assert changed.sum() <= labelled.sum()
 
 
+def test_rejected_spans_are_never_mixed_by_the_processor_nor_the_collator(processor):
+    text = "a dog and a cat on the couch"  # "dog" is text[2:5], "cat" text[12:15]
+    mixed = processor(text=[text], cmc_ratio=1.0, seed=0, rejected_spans=[[[2, 5]]])
+    concepts = [ConceptVocabulary.coco80().labels[i] for i in mixed["patch_concept_ids"]]
+    assert concepts == ["cat"]  # the couch has no gallery patches; the dog was rejected
+    rows = [{"text": text, "sense_rejected": [[2, 5]]}, {"text": text, "sense_rejected": []}]
+    for keys in (None, [(0, 0, 0), (0, 0, 1)]):
+        batch = DataCollatorForCMC(processor, cmc_ratio=1.0, mlm_probability=0.15, seed=0)(rows, keys)
+        assert (batch["input_ids"] == processor.image_token_id).sum(1).tolist() == [1, 2]
+    with pytest.raises(ValueError, match="1 entries for 2 sentences"):
+        processor(text=[text, text], cmc_ratio=1.0, seed=0, rejected_spans=[[]])
+
+
+def test_the_grounding_report_counts_kept_and_rejected_words_by_reason(processor):
+    text = ["A dog and a cat on the couch.", "We will train the dog, bear in mind.", "The stock market fell."]
+    report = processor.grounding_report(text, rejected_spans=[[[12, 15]], [], []])  # the cat of the first
+    assert report == {"sentences": 3, "mixable_sentences": 2, "kept": 3,
+                      "kept_per_concept": {"dog": 2, "couch": 1}, "rejected": 3,
+                      "rejected_by_reason": {"context model": 1, "verb": 1, "excluded phrase": 1}}  # fmt: skip
+
+
 def test_collator_names_a_missing_column(processor):
     with pytest.raises(KeyError, match="no 'text' column"):
         DataCollatorForCMC(processor)([{"sentence": "a dog"}])

@@ -32,9 +32,9 @@ from vlmixer.scripts.scene_tasks import (
     TASKS,
     UNSEEN_PROPERTIES,
     TaskConfig,
-    staged_directory,
     write_tasks,
 )
+from vlmixer.scripts.checkpointing import staged_directory
 
 from .conftest import REPO_ROOT
 
