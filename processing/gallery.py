@@ -332,8 +332,8 @@ def memory_map_safetensors(path: str, handle) -> tuple[dict[str, np.ndarray], di
     (`tensor_layout`): the tensors lie back to back up to the end of the file. None when another file was renamed
     onto `path` after `handle` was opened (the layout read would not be the handle's).
     """
-    layout, metadata = tensor_layout(path)
     try:
+        layout, metadata = tensor_layout(path)  # by name: a concurrent save may have renamed the file away since
         if not os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
             return None
     except FileNotFoundError:

@@ -366,12 +366,12 @@ def build_streams(args, processor, gallery, accelerator) -> tuple[dict, dict]:
     if weights.get("text", 0) > 0:
         try:
             corpus = load_text_corpus(args.text_corpus, args.text_column, args.streaming)
+            if args.cmc_ratio > 0:
+                with accelerator.main_process_first():  # the main process checks the corpus, the others read its cache
+                    corpus = sense_checked(corpus, processor.vocabulary, args.sense_model)
+            streams["text"] = BatchStream(corpus, args.batch_size, args.seed, rank, world)
         except (CorpusError, ValueError) as error:
             sys.exit(f"--text_corpus: {error}")
-        if args.cmc_ratio > 0:
-            with accelerator.main_process_first():  # the main process checks the corpus, the others read its cache
-                corpus = sense_checked(corpus, processor.vocabulary, args.sense_model)
-        streams["text"] = BatchStream(corpus, args.batch_size, args.seed, rank, world)
         collators["text"] = DataCollatorForCMC(processor, mlm_probability=args.mlm_probability, cmc_ratio=args.cmc_ratio,
                                                patch_word_share=args.patch_word_share, **common)  # fmt: skip
     rows = GalleryRows(gallery, args.caption_templates.split("|"))
