@@ -112,10 +112,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--gallery", help="folder of a PatchGallery (scripts/build_gallery.py)")
     data.add_argument("--vocabulary", default=None,
                       help="'coco80', 'fashion_mnist' or a concepts JSON; default: the gallery's concepts.json")  # fmt: skip
-    data.add_argument("--sense_model", default="shipped",
-                      help="the context model that drops words used in another sense ('a movie star') before CMC: "
-                           "'shipped' (processing/data/sense_model), a folder of scripts/train_sense_model.py, or "
-                           "'none' (the matcher's rules alone). It checks a corpus once; datasets caches the result")  # fmt: skip
+    data.add_argument("--sense_model", default="none",
+                      help="a context model that also drops words the rules keep but that are used in another sense "
+                           "('she sat in the square feeding pigeons') before CMC: 'shipped' (processing/data/"
+                           "sense_model), a folder of scripts/train_sense_model.py, or 'none' (the matcher's rules "
+                           "alone; the default: see the README for why). It checks a corpus once, cached by datasets")  # fmt: skip
     data.add_argument("--stream_weights", default="text=1,tags=0.25",
                       help="e.g. 'text=1,tags=0.25,pairs=0' (tags: tag-aided visual pre-training on the gallery)")  # fmt: skip
     data.add_argument("--caption_templates", default="a photo of a {}.", help="'|'-separated, for the pairs stream")

@@ -77,7 +77,8 @@ def gallery(image_folder, tmp_path_factory) -> Path:
 def run(gallery, corpus, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("own-run") / "run"
     figures = pretrain.main(["--text_corpus", str(corpus), "--gallery", str(gallery), "--output_dir", str(output),
-                             "--max_steps", "2", "--batch_size", "4", "--checkpointing_steps", "100"])  # fmt: skip
+                             "--max_steps", "2", "--batch_size", "4", "--checkpointing_steps", "100",
+                             "--sense_model", "shipped"])  # fmt: skip
     coverage = figures["cmc_coverage"]
     assert coverage["mixable_sentences"] > 0
     # the two sentences that use "square" and "circle" in another sense: kept by the rules, rejected by the model
