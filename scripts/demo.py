@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="pre-training streams (scripts/pretrain.py): the text-only corpus with CMC, and tag-aided "
                         "visual pre-training on the gallery's images with their masked class tags (a fifth of the "
                         "steps; +4 points zero-shot in the 300-step ablation)")  # fmt: skip
+    parser.add_argument("--sense_model", default="none",
+                        help="pre-training's context model of the matcher (scripts/pretrain.py --sense_model): 'none' "
+                             "(the rules alone, the default) or 'shipped'")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="also write the final JSON figures to this file")
     return parser.parse_args(argv)
@@ -101,7 +104,7 @@ def pretrain_run(args, corpus: str, gallery: str) -> tuple[dict, Path]:
         "--text_corpus", corpus, "--gallery", gallery, "--output_dir", str(run_dir), "--max_steps", str(args.max_steps),
         "--batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate), "--cmc_ratio",
         str(args.cmc_ratio), "--stream_weights", args.stream_weights, "--image_size", str(args.image_size), "--seed", str(args.seed),
-        "--checkpointing_steps", str(args.max_steps), "--logging_steps", "10",
+        "--checkpointing_steps", str(args.max_steps), "--logging_steps", "10", "--sense_model", args.sense_model,
     ])  # fmt: skip
     return figures, run_dir
 
