@@ -88,6 +88,15 @@ def as_numpy_generator(seed: int | None, generator) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def rejected_span_sets(rejected_spans: list | None, count: int) -> list[set[tuple[int, int]]]:
+    """Per sentence, the (start, end) spans the sense check rejected (empty sets when none were given)."""
+    if rejected_spans is None:
+        return [set() for _ in range(count)]
+    if len(rejected_spans) != count:
+        raise ValueError(f"`rejected_spans` has {len(rejected_spans)} entries for {count} sentences.")
+    return [{tuple(span) for span in spans} for spans in rejected_spans]
+
+
 def mix_sentence(ids: list[int], replacements: list[tuple[int, int]], image_token_id: int) -> MixedSentence:
     """Replaces each token range [first, last) in `replacements` (sorted, disjoint) by one placeholder."""
     mixed_ids, mixed_positions, patch_slots, replaced_ids = [], [], [], []
@@ -349,11 +358,8 @@ class VLMixerProcessor(ProcessorMixin):
                 "(or call with cmc_ratio=0 for the original sentences only)."
             )
         encodings = self._tokenize(sentences, max_length)
-        if rejected_spans is not None and len(rejected_spans) != len(sentences):
-            raise ValueError(f"`rejected_spans` has {len(rejected_spans)} entries for {len(sentences)} sentences.")
-        candidates = (
-            self._grounded_token_spans(sentences, encodings, rejected_spans) if cmc_ratio > 0 else [[] for _ in sentences]
-        )
+        rejected = rejected_span_sets(rejected_spans, len(sentences))
+        candidates = self._grounded_token_spans(sentences, encodings, rejected) if cmc_ratio > 0 else [[] for _ in sentences]
         chosen = self._choose_replacements(candidates, cmc_ratio, rng)
         image_token_id = self.image_token_id
         mixed = [
@@ -363,16 +369,15 @@ class VLMixerProcessor(ProcessorMixin):
         concepts = [concept for picks in chosen for _, _, concept in picks]
         return self._cmc_arrays(mixed, concepts, rng)
 
-    def _grounded_token_spans(self, sentences: list[str], encodings, rejected_spans=None) -> list[list[tuple[int, int, str]]]:
-        """Per sentence, the token ranges [first, last) of grounded words whose concept has gallery patches and that
-        `rejected_spans` does not name."""
+    def _grounded_token_spans(self, sentences: list[str], encodings, rejected: list[set]) -> list[list[tuple[int, int, str]]]:
+        """Per sentence, the token ranges [first, last) of grounded words whose concept has gallery patches and whose
+        (start, end) is not in that sentence's `rejected` set."""
         gallery = self.patch_gallery
         spans = []
-        for index, (sentence, encoding) in enumerate(zip(sentences, encodings)):
-            rejected = {tuple(span) for span in rejected_spans[index]} if rejected_spans is not None else ()
+        for sentence, encoding, rejected_here in zip(sentences, encodings, rejected):
             sentence_spans = []
             for match in self.vocabulary.find(sentence):
-                if match.concept not in gallery or (match.start, match.end) in rejected:
+                if match.concept not in gallery or (match.start, match.end) in rejected_here:
                     continue
                 first = encoding.char_to_token(match.start)
                 last = encoding.char_to_token(match.end - 1)
@@ -391,11 +396,8 @@ class VLMixerProcessor(ProcessorMixin):
         sentences = self._as_sentences(text)
         if self.vocabulary is None:
             raise ValueError("A grounding report needs the processor's concept vocabulary (`concepts=`).")
-        if rejected_spans is not None and len(rejected_spans) != len(sentences):
-            raise ValueError(f"`rejected_spans` has {len(rejected_spans)} entries for {len(sentences)} sentences.")
         gallery, kept, rejected, mixable = self.patch_gallery, Counter(), [], 0
-        for index, sentence in enumerate(sentences):
-            by_model = {tuple(span) for span in rejected_spans[index]} if rejected_spans is not None else set()
+        for sentence, by_model in zip(sentences, rejected_span_sets(rejected_spans, len(sentences))):
             matches = self.vocabulary.find(sentence, rejected)
             rejected += [(m.start, m.end, "context model") for m in matches if (m.start, m.end) in by_model]
             concepts = [m.concept for m in matches if (m.start, m.end) not in by_model]

@@ -384,7 +384,6 @@ def staged_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-
 def save_id(accelerator) -> str:
     """A name for this save that every process of the run shares (the main process draws it)."""
     drawn = [uuid.uuid4().hex[:12]]

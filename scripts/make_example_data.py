@@ -401,7 +401,7 @@ def plain_digit_corpus_sentence(rng: np.random.Generator) -> str:
     return plain_sentence(rng, PLAIN_SENTENCES, PLAIN_SUBJECTS, PLAIN_PREDICATES)
 
 
-def digits_corpus(count: int, rng: np.random.Generator) -> tuple[list[str], dict]:
+def digits_corpus(count: int, rng: np.random.Generator) -> tuple[list[tuple[str, str]], dict]:
     """The digits corpus: about 65% digit mentions, 15% number words in other roles only, 20% no number."""
     kinds = {
         "digit_mentions": (0.65, digit_sentence),
@@ -689,7 +689,9 @@ def shape_trap_sentence(rng: np.random.Generator) -> str:
     return choose(rng, SHAPE_TRAPS).format(**fills)
 
 
-def shapes_corpus(count: int, rng: np.random.Generator, trap_share: float = 0.0) -> tuple[list[str], dict]:
+def shapes_corpus(
+    count: int, rng: np.random.Generator, trap_share: float = 0.0
+) -> tuple[list[tuple[str, str]], dict]:
     """The shapes corpus: about 80% shape mentions (less `trap_share`), 20% sentences with no shape word, and
     `trap_share` of sentences that use shape words in other senses."""
     kinds = {"shape_mentions": (0.8 - trap_share, shape_sentence), "no_shape": (0.2, plain_shape_corpus_sentence)}

@@ -40,6 +40,7 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_scheduler
 from datasets.fingerprint import Hasher
+from safetensors import SafetensorError
 
 from vlmixer.modeling_vlmixer import VLMixerConfig, VLMixerForPreTraining
 from vlmixer.processing import (
@@ -335,7 +336,7 @@ def load_sense_model(name: str) -> SenseModel | None:
         return None
     try:
         return SenseModel.from_pretrained(SENSE_MODEL_DIR if name == "shipped" else name)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, SafetensorError) as error:  # missing, malformed or truncated files
         sys.exit(f"--sense_model {name}: {error}")
 
 

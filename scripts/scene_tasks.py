@@ -626,5 +626,3 @@ def task_summary(config: TaskConfig, scenes: dict[str, list[Scene]], rows: dict[
         "source_images_used": used,
         "tasks": tasks,
     }
-
-

@@ -65,8 +65,10 @@ def read_labelled(paths: list[Path]) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
-                if not isinstance(row.get("text"), str) or not isinstance(row.get("expected"), list):
-                    raise ValueError("needs 'text' and 'expected'")
+                if not isinstance(row, dict) or not all(
+                    isinstance(row.get(key), kind) for key, kind in (("vocabulary", str), ("text", str), ("expected", list))
+                ):
+                    raise ValueError("needs 'vocabulary', 'text' and 'expected'")
             except ValueError as error:
                 raise ValueError(f"{path}:{number} is not a labelled sentence: {error}") from error
             rows.append(row)
@@ -100,6 +102,11 @@ def labelled_mentions(rows: list[dict]) -> list[dict]:
     return mentions
 
 
+def model_inputs(mentions: list[dict]) -> list[tuple[str, int, int, str]]:
+    """The (sentence, start, end, concept) tuples `SenseModel` reads, from `labelled_mentions` entries."""
+    return [(m["text"], m["start"], m["end"], m["concept"]) for m in mentions]
+
+
 def matcher_scores(rows: list[dict], model: SenseModel | None = None, sense_check: bool = True) -> dict:
     """
     {vocabulary or "all": (precision, recall)} of the matcher on labelled lines: `find` with its rules (spelling alone
@@ -108,7 +115,7 @@ def matcher_scores(rows: list[dict], model: SenseModel | None = None, sense_chec
     mentions = labelled_mentions(rows)
     kept = np.array([mention["kept"] or not sense_check for mention in mentions], dtype=bool)
     if model is not None:
-        kept &= model.probabilities([(m["text"], m["start"], m["end"], m["concept"]) for m in mentions]) >= model.threshold
+        kept &= model.probabilities(model_inputs(mentions)) >= model.threshold
     visual = np.array([mention["visual"] for mention in mentions], dtype=bool)
     names = np.array([rows[mention["row"]]["vocabulary"] for mention in mentions])
     scores = {}
@@ -195,7 +202,7 @@ def train(model: SenseModel, mentions: list[dict], args) -> None:
             order = rng.permutation(len(mentions))
             for start in range(0, len(order), args.batch_size):
                 batch = order[start : start + args.batch_size]
-                inputs = model.encode([(mentions[i]["text"], mentions[i]["start"], mentions[i]["end"], mentions[i]["concept"]) for i in batch])
+                inputs = model.encode(model_inputs([mentions[i] for i in batch]))
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**inputs), targets[batch])
                 optimizer.zero_grad()
                 loss.backward()
@@ -208,7 +215,7 @@ def train(model: SenseModel, mentions: list[dict], args) -> None:
 
 def choose_threshold(model: SenseModel, validation: list[dict], args) -> dict:
     """Sets `model.threshold` from the held-out mentions (`recall_threshold`); returns their figures."""
-    probabilities = model.probabilities([(m["text"], m["start"], m["end"], m["concept"]) for m in validation])
+    probabilities = model.probabilities(model_inputs(validation))
     kept, visual = (np.array([m[key] for m in validation], dtype=bool) for key in ("kept", "visual"))
     model.threshold = recall_threshold(probabilities, kept, visual, args.min_recall)
     rules = precision_recall(kept, visual)
@@ -233,12 +240,15 @@ def main(argv=None) -> dict:
     started = time.time()
     try:
         rows = read_labelled(args.train_files)
+        mentions = labelled_mentions(rows)
     except (OSError, ValueError) as error:
         sys.exit(str(error))
     held_out = np.random.default_rng(args.seed).random(len(rows)) < args.validation_share
-    mentions = labelled_mentions(rows)
     training = [m for m in mentions if not held_out[m["row"]]]
     validation = [m for m in mentions if held_out[m["row"]]]
+    if not training or not validation:
+        sys.exit(f"--train_files hold {len(mentions)} spelling matches of their vocabularies: too few to train on and "
+                 f"hold out {args.validation_share:.0%} of the sentences (a file with sentences that name its concepts?)")  # fmt: skip
     model = build_model(args)
     train(model, training, args)
     figures = choose_threshold(model, validation, args)

@@ -93,3 +93,21 @@ def test_train_sense_model_writes_a_model_that_loads(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"text": "no labels"}\n')
     with pytest.raises(SystemExit, match=r"bad.jsonl:1 is not a labelled sentence"):
         train_sense_model.main(["--train_files", str(tmp_path / "bad.jsonl"), "--output_dir", str(tmp_path / "m2")])
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(SystemExit, match="0 spelling matches"):
+        train_sense_model.main(["--train_files", str(tmp_path / "empty.jsonl"), "--output_dir", str(tmp_path / "m3")])
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()  # nothing half-written
+
+
+def test_pretraining_names_a_missing_or_damaged_sense_model(tmp_path):
+    from vlmixer.scripts.pretrain import load_sense_model
+
+    with pytest.raises(SystemExit, match=r"--sense_model .*nothing: .*holds no sense model"):
+        load_sense_model(str(tmp_path / "nothing"))
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for path in SENSE_MODEL_DIR.iterdir():
+        (damaged / path.name).write_bytes(path.read_bytes()[:1000] if path.suffix == ".safetensors" else path.read_bytes())
+    with pytest.raises(SystemExit, match=r"--sense_model .*damaged: .*header"):
+        load_sense_model(str(damaged))
+    assert load_sense_model("none") is None
