@@ -60,7 +60,9 @@ REQUIRED_TENSORS = TENSOR_ORDER[:-1]
 VERIFY_LIMIT_BYTES = 256 * 2**20  # `load` checks the sha256 of galleries up to this size unless told otherwise
 VERIFY_CHUNK_ROWS = 65_536
 SAVE_ID = re.compile(r"[0-9a-f]{32}")
-LOAD_ATTEMPTS = 5  # a concurrent save can move the weights between reading gallery.json and opening them
+# A concurrent save can move the weights between reading gallery.json and opening them: a load reads again for up to
+# this long (a bound in time, not in attempts: a loaded machine ran 5 attempts out while two writers saved)
+LOAD_RETRY_SECONDS = 2.0
 
 
 class GalleryError(ValueError):
@@ -708,18 +710,19 @@ class PatchGallery:
         True always verifies (scripts/pretrain.py does, once per run), False never.
         """
         directory = os.fspath(directory)
-        for _ in range(LOAD_ATTEMPTS):
+        deadline = time.monotonic() + LOAD_RETRY_SECONDS
+        while True:
             config = read_gallery_config(directory)
             check_expectations(config, expected_backbone, expected_feature_dim)
             opened = open_committed_weights(directory, config, verify)
             if opened is not None:
                 break
+            if time.monotonic() > deadline:
+                raise GalleryError(
+                    f"{directory}: {GALLERY_CONFIG_NAME} and {GALLERY_WEIGHTS_NAME} disagree: they come from different "
+                    "saves (an interrupted save?)."
+                )
             time.sleep(0.01)  # a save committed between reading gallery.json and opening its weights
-        else:
-            raise GalleryError(
-                f"{directory}: {GALLERY_CONFIG_NAME} and {GALLERY_WEIGHTS_NAME} disagree: they come from different "
-                "saves (an interrupted save?)."
-            )
         _, tensors, _ = opened
         return cls(
             config["backbone"],
