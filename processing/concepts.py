@@ -635,6 +635,13 @@ class ConceptVocabulary:
     def __repr__(self) -> str:
         return f"ConceptVocabulary({len(self)} concepts, {len(self._concept_of)} surface forms)"
 
+    def is_function_form(self, text: str) -> bool:
+        """
+        Whether a matched `text` is a function word, number word or numeral ("one", "seven", "7"): `find` keeps those
+        only in a noun phrase of their own, and the sense model (`processing/sense.py`) leaves them to that rule.
+        """
+        return lowercase_in_place(text) in self._in_context
+
     def find(self, text: str, rejected: list | None = None) -> list[ConceptMatch]:
         """
         The grounded words of `text`: in order, non-overlapping, each with its span in `text` and its concept; a

@@ -111,10 +111,15 @@ class SenseModel(nn.Module):
 
 def rejected_mentions(sentences: list[str], vocabulary: ConceptVocabulary, model: SenseModel,
                       batch_size: int = 64) -> list[list[list[int]]]:  # fmt: skip
-    """Per sentence, the [start, end] of each word that `vocabulary.find` keeps and `model` finds in another sense."""
+    """
+    Per sentence, the [start, end] of each word that `vocabulary.find` keeps and `model` finds in another sense.
+    Function words, number words and numerals are not checked: the noun-phrase rule of `find` decides those.
+    """
     mentions, owners = [], []
     for index, sentence in enumerate(sentences):
         for match in vocabulary.find(sentence):
+            if vocabulary.is_function_form(match.text):
+                continue
             mentions.append((sentence, match.start, match.end, match.concept))
             owners.append(index)
     rejected = [[] for _ in sentences]

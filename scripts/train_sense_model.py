@@ -5,8 +5,10 @@ the visual concept ("the bear crossed the river") or in another sense ("bear in 
 
 Training data: JSON lines {"vocabulary": name, "text": sentence, "expected": [{"text": span, "concept": label}]}, in
 which `expected` lists every span that names the visual concept (the labelling rules of tests/data/README.md). The
-shipped sentences (`scripts/data/sense_train_*.jsonl`, 2,100 written by hand for this, none from the evaluation set in
+shipped sentences (`scripts/data/sense_train_*.jsonl`, 7,113 written by hand for this, none from the evaluation set in
 tests/) cover COCO-80, Fashion-MNIST, digits, shapes and 73 words with common other senses (crane, seal, rose, ...).
+The model trains on every spelling match, number words included, but is never asked about function words, number
+words or numerals: `find`'s noun-phrase rule decides those (`ConceptVocabulary.is_function_form`).
 Every spelling match is a training example (label 1 when expected, else 0). A share of the sentences is held out to
 choose the decision threshold: the highest at which the whole matcher (rules, then the model) keeps `--min_recall`
 (0.95) of the visual mentions of the held-out sentences.
@@ -78,7 +80,7 @@ def read_labelled(paths: list[Path]) -> list[dict]:
 def labelled_mentions(rows: list[dict]) -> list[dict]:
     """
     Every spelling match of every line: {"row", "text", "start", "end", "concept", "visual" (labelled so), "kept" (by
-    the rules of `find`)}. Expected spans name text and concept, not a position: where a word occurs more often than
+    the rules of `find`), "checked" (by the sense model: not a function word, number word or numeral)}. Expected spans name text and concept, not a position: where a word occurs more often than
     it is expected ("how to tie a silk tie"), the occurrences the rules keep take the expected ones first, then the
     earliest.
     """
@@ -91,7 +93,8 @@ def labelled_mentions(rows: list[dict]) -> list[dict]:
         checked, spelling = vocabularies[name]
         kept = {(match.start, match.end) for match in checked.find(row["text"])}
         found = [{"row": index, "text": row["text"], "start": match.start, "end": match.end, "concept": match.concept,
-                  "key": (match.text.lower(), match.concept), "kept": (match.start, match.end) in kept, "visual": False}
+                  "key": (match.text.lower(), match.concept), "kept": (match.start, match.end) in kept, "visual": False,
+                  "checked": not checked.is_function_form(match.text)}
                  for match in spelling.find(row["text"])]  # fmt: skip
         expected = Counter((item["text"].lower(), item["concept"]) for item in row["expected"])
         for mention in sorted(found, key=lambda mention: not mention["kept"]):  # stable: kept ones first, in order
@@ -115,7 +118,8 @@ def matcher_scores(rows: list[dict], model: SenseModel | None = None, sense_chec
     mentions = labelled_mentions(rows)
     kept = np.array([mention["kept"] or not sense_check for mention in mentions], dtype=bool)
     if model is not None:
-        kept &= model.probabilities(model_inputs(mentions)) >= model.threshold
+        checked = np.array([mention["checked"] for mention in mentions], dtype=bool)
+        kept &= ~checked | (model.probabilities(model_inputs(mentions)) >= model.threshold)
     visual = np.array([mention["visual"] for mention in mentions], dtype=bool)
     names = np.array([rows[mention["row"]]["vocabulary"] for mention in mentions])
     scores = {}

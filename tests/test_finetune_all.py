@@ -15,6 +15,8 @@ from vlmixer.scripts import finetune_all
 from vlmixer.scripts.checkpointing import staged_directory
 from vlmixer.scripts.scene_tasks import TaskConfig, write_tasks
 
+from .conftest import REPO_ROOT
+
 
 TINY_TASKS = dict(scenes={"train": 8, "validation": 4, "test": 6}, pool_per_class={"train": 3, "validation": 2, "test": 2})
 
@@ -108,3 +110,13 @@ def test_head_learns_at_its_multiple_of_the_learning_rate_and_the_frozen_encoder
                                                                     freeze_encoder=True), seed=0, num_labels=3)  # fmt: skip
     trainable = {name for name, parameter in frozen.named_parameters() if parameter.requires_grad}
     assert trainable and all(name.startswith("classifier.") for name in trainable)
+
+
+def test_the_readme_fine_tuning_tables_are_the_recorded_sweep():
+    """One source: the README's fine-tuning tables are the table `finetune_all.py` wrote into its record, and the PNGs
+    it shows are the record's figures."""
+    record = json.loads((REPO_ROOT / "results" / "finetune" / "results.json").read_text())
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert record["table"].strip() in readme
+    for figure in record["figures"]:
+        assert f"({figure})" in readme and (REPO_ROOT / figure).is_file()

@@ -24,8 +24,8 @@ def sense_model() -> SenseModel:
 
 
 # (precision, recall) floors: what the rules, then the shipped sense model, reached when it was trained (rounded down)
-SENSE_FLOOR = {"all": (0.95, 0.94), "digits": (0.99, 0.94), "coco80": (0.95, 0.94), "fashion_mnist": (0.90, 0.94),
-               "shapes": (0.88, 0.94)}  # fmt: skip
+SENSE_FLOOR = {"all": (0.965, 0.955), "digits": (0.98, 0.94), "coco80": (0.97, 0.965), "fashion_mnist": (0.94, 0.98),
+               "shapes": (0.925, 0.935)}  # fmt: skip
 
 
 def test_the_matcher_with_the_sense_model_on_the_labelled_set(sense_model):
@@ -54,6 +54,20 @@ def test_the_sense_model_rejects_other_senses_and_keeps_the_things(sense_model):
     assert [len(shapes.find(sentence)) for sentence in sentences] == [1, 1, 1, 1]
     assert rejected_mentions(sentences, shapes, sense_model) == [[], [[15, 21]], [[11, 17]], []]
     assert rejected_mentions([], shapes, sense_model) == []
+
+
+def test_number_words_and_numerals_are_left_to_the_noun_phrase_rule(sense_model):
+    """The model never sees a function word, number word or numeral: `find` keeps those only in a noun phrase of their
+    own, and what it keeps stays; an open-class word of the same vocabulary is still checked."""
+    digits = train_sense_model.labelled_vocabulary("digits")
+    assert digits.is_function_form("Seven") and digits.is_function_form("7") and not digits.is_function_form("sevens")
+    sentences = ["The last digit was a 7.", "She wrote a seven on the board.", "He drew two sevens."]
+    assert [len(digits.find(sentence)) for sentence in sentences] == [1, 1, 1]
+    sense_model.threshold, threshold = 1.01, sense_model.threshold  # would reject every word it is asked about
+    try:
+        assert rejected_mentions(sentences, digits, sense_model) == [[], [], [[12, 18]]]
+    finally:
+        sense_model.threshold = threshold
 
 
 def test_the_corpus_check_runs_once_and_is_cached_with_the_corpus(sense_model, tmp_path, monkeypatch):
