@@ -5,11 +5,12 @@ something else ("a movie star", "star in a film", "the Star Inn").
 tells apart ("a diamond ring", "a coat of paint", "the mouse ran under the fridge" for COCO's computer mouse) need a
 model of context. This one is all-MiniLM-L6-v2 (the text encoder VLMixer starts from) read as a cross-encoder:
 `[CLS] concept label [SEP] sentence [SEP]`, the mean of the mention's last-layer states, one logistic unit. Its LoRA
-adapter (rank 16, 2.7 MB) and unit were trained by `scripts/train_sense_model.py` on 4,064 hand-written sentences
+adapter (rank 16, 2.7 MB) and unit were trained by `scripts/train_sense_model.py` on 7,113 hand-written sentences
 (`scripts/data/`) over COCO-80, Fashion-MNIST, digits, shapes and 73 words with common other senses; they ship in
 `processing/data/sense_model/`, with the threshold and the figures in `sense_model.json`. A transformer pass per
 sentence is far too slow for the collator, so a corpus is checked once, before training (`check_corpus_senses`, cached
-with the corpus by `datasets`), and the processor skips the mentions it rejected (`rejected_spans`). The model sees only what the rules kept.
+with the corpus by `datasets`), and the processor skips the mentions it rejected (`rejected_spans`). The model sees only
+what the rules kept, and no function word, number word or numeral (the rules' noun-phrase check decides those).
 """
 
 import json
