@@ -9,7 +9,6 @@ one JSON object with every row (also written to --output).
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent

@@ -368,7 +368,6 @@ def markdown_table(args, summary: dict) -> str:
         base_text = " / ".join(f"{label} {pct(base[k], share)}" for k, label in
                                (("majority", "majority"), ("type_prior", "per-type prior"), ("chance", "chance"))
                                if base.get(k) is not None) or "-"  # fmt: skip
-        pre = entry.get("pretrained", {})
         rows = next((entry[init]["test_rows"] for init in INITS if init in entry), "-")
         type_prior_text = ("" if "beats_type_prior" not in entry else
                            f"; per-type prior: {yes_no(entry['beats_type_prior'])}")  # fmt: skip

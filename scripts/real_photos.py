@@ -14,8 +14,6 @@ which the table shows. The last line on stdout is one JSON object (also written 
 """
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np

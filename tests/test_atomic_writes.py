@@ -4,13 +4,11 @@ final name, and no temporary file after an error."""
 
 import json
 import os
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from .conftest import REPO_ROOT
 from .helpers.faults import killed_at
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or os.name != "posix", reason="needs fork and rlimits")

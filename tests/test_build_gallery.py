@@ -1,7 +1,6 @@
 """scripts/build_gallery.py on real Fashion-MNIST images and on an image folder with corrupt files."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

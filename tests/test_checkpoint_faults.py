@@ -5,14 +5,12 @@ one or the new one, never a half one (scripts/checkpointing.save_checkpoint)."""
 import argparse
 import os
 import shutil
-import sys
 
 import pytest
 from accelerate import Accelerator
 
 from vlmixer.processing.streams import CHECKPOINT_MANIFEST, checkpoint_dirs
 
-from .conftest import REPO_ROOT
 from .helpers.faults import killed_at
 from .test_checkpointing import advance, snapshot, training_state
 

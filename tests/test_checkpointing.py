@@ -5,7 +5,6 @@ import json
 import pickle
 import random
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from vlmixer.modeling_vlmixer import VLMixerForPreTraining
 from vlmixer.processing.collators import SeededCollator
 from vlmixer.processing.streams import CHECKPOINT_MANIFEST, BatchStream, StreamChooser, checkpoint_dirs
 
-from .conftest import REPO_ROOT, tiny_config
+from .conftest import tiny_config
 from .test_pretraining import pretrain_command, run_inputs  # noqa: F401 (a fixture)
 
 from vlmixer.scripts.checkpointing import load_training_state, save_training_state  # noqa: E402

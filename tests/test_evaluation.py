@@ -1,13 +1,11 @@
 """The zero-shot evaluation's pieces: scene captions, recall with duplicate captions, the corpus keeps prompts out."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from .conftest import REPO_ROOT
 from vlmixer.scripts import evaluate_zero_shot  # noqa: E402
 from vlmixer.scripts import make_corpus  # noqa: E402
 

@@ -4,7 +4,6 @@ images, bad pre-training and fine-tuning settings. Each case ends in a clear err
 import io
 import json
 import os
-import sys
 
 import numpy as np
 import pytest

