@@ -46,6 +46,17 @@ def test_the_readme_table_is_the_recorded_figures():
     assert recorded["evaluation_rules_and_model"] == matcher_scores(read_labelled([LABELLED]), SenseModel.from_pretrained())
 
 
+def test_the_readme_trap_experiment_is_its_records():
+    """The trap table's zero-shot and probe accuracies are the three runs' evaluation records in results/sense_traps/."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    for name, label in (("without_traps", "| without the traps,"), ("traps_checked", "| with the traps, rules"),
+                        ("traps_spelling_only", "| with the traps, spelling only")):  # fmt: skip
+        record = json.loads((REPO_ROOT / "results" / "sense_traps" / f"{name}.json").read_text())
+        row = next(line for line in readme.splitlines() if line.startswith(label))
+        zero_shot, probe = (cell.strip() for cell in row.split("|")[3:5])
+        assert zero_shot.startswith(f"{record['zero_shot_top1']:.1%}") and probe == f"{record['linear_probe_top1']:.1%}", name
+
+
 def test_the_sense_model_rejects_other_senses_and_keeps_the_things(sense_model):
     shapes = ConceptVocabulary.from_class_names(train_sense_model.SHAPES)
     sentences = ["She drew a red star on the flag.", "She sat in the square feeding pigeons.",
