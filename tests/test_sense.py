@@ -57,6 +57,15 @@ def test_the_readme_trap_experiment_is_its_records():
         assert zero_shot.startswith(f"{record['zero_shot_top1']:.1%}") and probe == f"{record['linear_probe_top1']:.1%}", name
 
 
+def test_the_readme_demo_with_the_sense_model_is_its_record():
+    """The README's Fashion-MNIST demo figures with the sense model on are the run's recorded JSON line."""
+    record = json.loads((REPO_ROOT / "results" / "vlmixer-small-sense-seed0.json").read_text())
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    quoted = (f"reached **{record['zero_shot_top1']:.1%}** zero-shot, {record['reloaded_zero_shot_top1']:.1%} reloaded as "
+              f"remote code, linear probe {record['linear_probe_top1']:.1%}")  # fmt: skip
+    assert quoted in readme
+
+
 def test_the_sense_model_rejects_other_senses_and_keeps_the_things(sense_model):
     shapes = ConceptVocabulary.from_class_names(train_sense_model.SHAPES)
     sentences = ["She drew a red star on the flag.", "She sat in the square feeding pigeons.",
