@@ -9,8 +9,8 @@ adapter (rank 16, 2.7 MB) and unit were trained by `scripts/train_sense_model.py
 (`scripts/data/`) over COCO-80, Fashion-MNIST, digits, shapes and 73 words with common other senses; they ship in
 `processing/data/sense_model/`, with the threshold and the figures in `sense_model.json`. A transformer pass per
 sentence is far too slow for the collator, so a corpus is checked once, before training (`check_corpus_senses`, cached
-with the corpus by `datasets`), and the processor skips the mentions it rejected (`rejected_spans`). The model sees only
-what the rules kept, and no function word, number word or numeral (the rules' noun-phrase check decides those).
+with the corpus by `datasets`), and the processor skips the mentions it rejected (`rejected_spans`). The model sees
+only what the rules kept, and no function word, number word or numeral (the rules' noun-phrase check decides those).
 """
 
 import json

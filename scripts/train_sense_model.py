@@ -80,9 +80,9 @@ def read_labelled(paths: list[Path]) -> list[dict]:
 def labelled_mentions(rows: list[dict]) -> list[dict]:
     """
     Every spelling match of every line: {"row", "text", "start", "end", "concept", "visual" (labelled so), "kept" (by
-    the rules of `find`), "checked" (by the sense model: not a function word, number word or numeral)}. Expected spans name text and concept, not a position: where a word occurs more often than
-    it is expected ("how to tie a silk tie"), the occurrences the rules keep take the expected ones first, then the
-    earliest.
+    the rules of `find`), "checked" (a word the sense model is asked about: no function word, number word or
+    numeral)}. Expected spans name text and concept, not a position: where a word occurs more often than it is expected
+    ("how to tie a silk tie"), the occurrences the rules keep take the expected ones first, then the earliest.
     """
     vocabularies, mentions = {}, []
     for index, row in enumerate(rows):
@@ -110,6 +110,17 @@ def model_inputs(mentions: list[dict]) -> list[tuple[str, int, int, str]]:
     return [(m["text"], m["start"], m["end"], m["concept"]) for m in mentions]
 
 
+def checked_probabilities(model: SenseModel, mentions: list[dict], kept: np.ndarray) -> np.ndarray:
+    """
+    The model's probability for each mention the matcher asks it about (`kept` so far and `checked`), as the
+    processor's corpus check does; 1.0 for the others, which no threshold drops.
+    """
+    asked = kept & np.array([mention["checked"] for mention in mentions], dtype=bool)
+    probabilities = np.ones(len(mentions), dtype=np.float32)
+    probabilities[asked] = model.probabilities(model_inputs([mentions[i] for i in np.flatnonzero(asked)]))
+    return probabilities
+
+
 def matcher_scores(rows: list[dict], model: SenseModel | None = None, sense_check: bool = True) -> dict:
     """
     {vocabulary or "all": (precision, recall)} of the matcher on labelled lines: `find` with its rules (spelling alone
@@ -118,8 +129,7 @@ def matcher_scores(rows: list[dict], model: SenseModel | None = None, sense_chec
     mentions = labelled_mentions(rows)
     kept = np.array([mention["kept"] or not sense_check for mention in mentions], dtype=bool)
     if model is not None:
-        checked = np.array([mention["checked"] for mention in mentions], dtype=bool)
-        kept &= ~checked | (model.probabilities(model_inputs(mentions)) >= model.threshold)
+        kept &= checked_probabilities(model, mentions, kept) >= model.threshold
     visual = np.array([mention["visual"] for mention in mentions], dtype=bool)
     names = np.array([rows[mention["row"]]["vocabulary"] for mention in mentions])
     scores = {}
@@ -219,8 +229,8 @@ def train(model: SenseModel, mentions: list[dict], args) -> None:
 
 def choose_threshold(model: SenseModel, validation: list[dict], args) -> dict:
     """Sets `model.threshold` from the held-out mentions (`recall_threshold`); returns their figures."""
-    probabilities = model.probabilities(model_inputs(validation))
     kept, visual = (np.array([m[key] for m in validation], dtype=bool) for key in ("kept", "visual"))
+    probabilities = checked_probabilities(model, validation, kept)
     model.threshold = recall_threshold(probabilities, kept, visual, args.min_recall)
     rules = precision_recall(kept, visual)
     checked = precision_recall(kept & (probabilities >= model.threshold), visual)
